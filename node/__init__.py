@@ -1,0 +1,1 @@
+"""DICOM in: receive, store, group series into sessions, decide completeness, queue jobs."""

@@ -1,0 +1,1 @@
+"""Volumes in, numbers and maps out: loading, calibration, registration, segmentation, TSC."""

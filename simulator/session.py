@@ -1,0 +1,405 @@
+"""One full simulated session, written as the scanner would send it, plus its ground truth."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pydicom
+from tqdm import tqdm
+
+from simulator.acquire import AcquiredVolume, acquire_proton_series, plan_grid, store_echoes
+from simulator.anatomy import Anatomy, simulate_anatomy
+from simulator.dicom_classic import write_classic_series
+from simulator.dicom_common import derived_uid
+from simulator.dicom_enhanced import write_enhanced_series
+from simulator.geometry import VolumeGrid
+from simulator.ground_truth import (
+    GROUND_TRUTH_SCHEMA_VERSION,
+    LABELS,
+    T1SpaceTruth,
+    grid_record,
+    write_json,
+    write_nifti,
+    write_t1_space_truth,
+)
+from simulator.lesion_seg import write_lesion_seg
+from simulator.phantoms import Vial, default_vials
+from simulator.population import Group, draw_tissue_tsc
+from simulator.pose import HeadPose, draw_pose
+from simulator.protocol import PROTOCOL, SODIUM_3D, T1_3D, ExamKind, SeriesProtocol
+from simulator.series import Exam, Patient, ScannedSeries
+from simulator.sodium import SodiumAcquisition, acquire_sodium
+from simulator.tissues import BRAIN_TISSUES, INTRACRANIAL_TISSUES, LESION_TISSUES, Tissue
+from sodium_node.errors import SimulationError
+
+log = logging.getLogger(__name__)
+
+SESSION_DATE = dt.date(2026, 3, 2)
+HEAD_EXAM_START = dt.time(9, 0)
+SODIUM_EXAM_DELAY = dt.timedelta(minutes=35)
+LESION_SEG_SERIES_NUMBER = 1301
+
+
+@dataclass(frozen=True)
+class SimulationOptions:
+    seed: int
+    group: Group
+    enhanced: bool = False
+    psf_fwhm_factor: float = 1.6
+    snr: float = 8.0
+    sodium_receive_field_amplitude: float = SODIUM_3D.receive_field_amplitude
+    phantom_concentrations_mM: tuple[float, float] = (40.0, 80.0)
+    new_study_for_sodium: bool | None = None
+    """Whether the coil change starts a new study; ``None`` lets the seed decide."""
+    progress: bool = False
+
+
+@dataclass(frozen=True)
+class SimulatedSession:
+    folder: Path
+    dicom_folder: Path
+    ground_truth_path: Path
+    series_files: dict[str, list[Path]]
+    ground_truth: dict[str, Any]
+
+
+def _rngs(seed: int) -> dict[str, np.random.Generator]:
+    """Independent streams, so changing one part of the simulation leaves the others as they were."""
+    names = ("anatomy", "tissue", "pose", "study", "planning", "noise", "scaling")
+    children = np.random.SeedSequence(seed).spawn(len(names))
+    return {name: np.random.default_rng(child) for name, child in zip(names, children, strict=True)}
+
+
+def _head_centre(anatomy: Anatomy) -> tuple[float, float, float]:
+    intracranial = sum(anatomy.fractions[t] for t in INTRACRANIAL_TISSUES)
+    k, j, i = np.nonzero(np.asarray(intracranial) > 0.5)
+    centre = anatomy.grid.affine_lps() @ np.array([i.mean(), j.mean(), k.mean(), 1.0])
+    return float(centre[0]), float(centre[1]), float(centre[2])
+
+
+def _patient(options: SimulationOptions) -> Patient:
+    return Patient(
+        name=f"SIM^{options.group.value}{options.seed:04d}",
+        patient_id=f"SIM{options.group.value}{options.seed:06d}",
+        issuer_of_patient_id="SODIUM-NODE-SIMULATOR",
+        birth_date="19780101",
+        sex="F" if options.seed % 3 else "M",
+    )
+
+
+def _exams(options: SimulationOptions, rng: np.random.Generator) -> dict[ExamKind, Exam]:
+    start = dt.datetime.combine(SESSION_DATE + dt.timedelta(days=options.seed % 365), HEAD_EXAM_START)
+    new_study = options.new_study_for_sodium
+    if new_study is None:
+        new_study = bool(rng.random() < 0.5)
+    head_study = derived_uid(options.seed, options.group.value, "study", "head")
+    sodium_study = (
+        derived_uid(options.seed, options.group.value, "study", "sodium") if new_study else head_study
+    )
+    accession = f"ACC{options.seed:06d}"
+    return {
+        ExamKind.HEAD_COIL: Exam(
+            head_study, "1", accession, "MRI brain 1H + 23Na", derived_uid(options.seed, "for", "head"), start
+        ),
+        ExamKind.SODIUM: Exam(
+            sodium_study,
+            "2" if new_study else "1",
+            f"{accession}B" if new_study else accession,
+            "MRI brain 1H + 23Na",
+            derived_uid(options.seed, "for", "sodium"),
+            start + SODIUM_EXAM_DELAY,
+        ),
+    }
+
+
+def _scanned(
+    protocol: SeriesProtocol, exam: Exam, grid: VolumeGrid, echoes: Any, options: SimulationOptions
+) -> ScannedSeries:
+    return ScannedSeries(
+        key=protocol.key,
+        exam=exam,
+        series_instance_uid=derived_uid(options.seed, options.group.value, "series", protocol.key),
+        series_number=protocol.series_number,
+        series_description=protocol.description,
+        protocol_name=protocol.description,
+        nucleus=protocol.nucleus,
+        imaging_frequency_mhz=protocol.imaging_frequency_mhz,
+        coils=protocol.coils,
+        acquisition=protocol.acquisition,
+        grid=grid,
+        echoes=echoes,
+        acquired=exam.start + dt.timedelta(minutes=protocol.minutes_after_exam_start),
+    )
+
+
+def simulate_session(out_dir: Path, options: SimulationOptions) -> SimulatedSession:
+    """Simulate and write one session into ``out_dir`` (which must be empty or not exist)."""
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise SimulationError(f"{out_dir}: output folder is not empty; choose a new folder")
+    if options.psf_fwhm_factor <= 0 or options.snr <= 0:
+        raise SimulationError(
+            f"psf_fwhm_factor and snr must be positive (got {options.psf_fwhm_factor}, {options.snr})"
+        )
+    rngs = _rngs(options.seed)
+    steps = tqdm(total=len(PROTOCOL) + 3, desc="simulate", unit="step", disable=not options.progress)
+    anatomy = simulate_anatomy(rngs["anatomy"], options.group)
+    brain_tsc = draw_tissue_tsc(rngs["tissue"], options.group)
+    centre = _head_centre(anatomy)
+    poses = {
+        ExamKind.HEAD_COIL: draw_pose(rngs["pose"], centre),
+        ExamKind.SODIUM: draw_pose(rngs["pose"], centre),
+    }
+    vials = default_vials(options.phantom_concentrations_mM)
+    patient = _patient(options)
+    exams = _exams(options, rngs["study"])
+    steps.update()
+
+    dicom_folder = out_dir / "dicom"
+    series_list: list[ScannedSeries] = []
+    sodium: SodiumAcquisition | None = None
+    for protocol in PROTOCOL:
+        pose = poses[protocol.exam]
+        coil_fixed = protocol.exam is ExamKind.SODIUM
+        grid = plan_grid(protocol, pose, rngs["planning"], coil_fixed=coil_fixed)
+        if protocol is SODIUM_3D:
+            sodium = acquire_sodium(
+                rngs["noise"],
+                anatomy=anatomy,
+                pose=pose,
+                grid=grid,
+                brain_tsc_mM=brain_tsc,
+                vials=vials,
+                psf_fwhm_factor=options.psf_fwhm_factor,
+                snr=options.snr,
+                receive_field_amplitude=options.sodium_receive_field_amplitude,
+                signal_per_mM=float(rngs["scaling"].uniform(0.5, 5.0)),
+            )
+            volumes = [
+                AcquiredVolume(
+                    protocol.acquisition.echo_times_ms[0], sodium.noise_free_signal, sodium.noisy_signal
+                )
+            ]
+        else:
+            volumes = acquire_proton_series(
+                rngs["noise"],
+                protocol=protocol,
+                anatomy=anatomy,
+                pose=pose,
+                grid=grid,
+                vials=vials if coil_fixed else (),
+            )
+        series = _scanned(
+            protocol, exams[protocol.exam], grid, store_echoes(rngs["scaling"], volumes), options
+        )
+        series_list.append(series)
+        steps.update()
+    if sodium is None:
+        raise SimulationError("the protocol has no sodium series")
+
+    created = exams[ExamKind.SODIUM].start + dt.timedelta(hours=1)
+    series_files: dict[str, list[Path]] = {}
+    for series in series_list:
+        folder = (
+            dicom_folder / f"{series.exam.study_id}_{series.series_number:04d}_{series.series_description}"
+        )
+        writer = write_enhanced_series if options.enhanced else write_classic_series
+        series_files[series.key] = writer(patient=patient, series=series, folder=folder, created=created)
+    t1_series = next(s for s in series_list if s.key == T1_3D.key)
+    t1_truth = write_t1_space_truth(
+        anatomy=anatomy,
+        pose=poses[ExamKind.HEAD_COIL],
+        t1_grid=t1_series.grid,
+        folder=out_dir / "ground_truth" / "t1_space",
+    )
+    seg_path = _write_lesion_seg(t1_truth, series_files[T1_3D.key], dicom_folder)
+    if seg_path is not None:
+        series_files["lesion_seg"] = [seg_path]
+    steps.update()
+
+    ground_truth = _ground_truth(
+        options=options,
+        anatomy=anatomy,
+        brain_tsc=brain_tsc,
+        poses=poses,
+        vials=vials,
+        patient=patient,
+        series_list=series_list,
+        sodium=sodium,
+        t1_truth=t1_truth,
+        series_files=series_files,
+        out_dir=out_dir,
+    )
+    ground_truth_path = write_json(ground_truth, out_dir / "ground_truth" / "ground_truth.json")
+    steps.update()
+    steps.close()
+    return SimulatedSession(out_dir, dicom_folder, ground_truth_path, series_files, ground_truth)
+
+
+def _write_lesion_seg(t1_truth: T1SpaceTruth, t1_files: list[Path], dicom_folder: Path) -> Path | None:
+    if not t1_truth.t2_lesion_mask.any():
+        return None
+    datasets = [pydicom.dcmread(path) for path in t1_files]
+    return write_lesion_seg(
+        t1_datasets=datasets,
+        t2_lesion_mask_kji=t1_truth.t2_lesion_mask,
+        t1_hypointense_mask_kji=t1_truth.t1_hypointense_lesion_mask,
+        series_number=LESION_SEG_SERIES_NUMBER,
+        path=dicom_folder / f"1_{LESION_SEG_SERIES_NUMBER:04d}_WM_lesion_SEG" / "SEG_00001.dcm",
+    )
+
+
+def _weighted_mean(values: npt.NDArray[np.float32], weights: npt.NDArray[np.float32]) -> float | None:
+    total = float(weights.sum(dtype=np.float64))
+    return float((values * weights).sum(dtype=np.float64) / total) if total > 0 else None
+
+
+def _ground_truth(
+    *,
+    options: SimulationOptions,
+    anatomy: Anatomy,
+    brain_tsc: dict[Tissue, float],
+    poses: dict[ExamKind, HeadPose],
+    vials: tuple[Vial, ...],
+    patient: Patient,
+    series_list: list[ScannedSeries],
+    sodium: SodiumAcquisition,
+    t1_truth: T1SpaceTruth,
+    series_files: dict[str, list[Path]],
+    out_dir: Path,
+) -> dict[str, Any]:
+    truth_dir = out_dir / "ground_truth"
+    sodium_grid = next(s.grid for s in series_list if s.key == SODIUM_3D.key)
+    tsc_all = {**brain_tsc, Tissue.CSF: 140.0}
+
+    write_nifti(sodium.tsc_psf_mM, sodium_grid, truth_dir / "sodium_space" / "tsc_psf_mM.nii.gz")
+    write_nifti(
+        sodium.noise_free_signal, sodium_grid, truth_dir / "sodium_space" / "signal_noise_free.nii.gz"
+    )
+    write_nifti(sodium.receive_field, sodium_grid, truth_dir / "sodium_space" / "receive_field.nii.gz")
+    for tissue, fraction in sodium.tissue_fractions.items():
+        write_nifti(
+            fraction,
+            sodium_grid,
+            truth_dir / "sodium_space" / f"prob_{tissue.value}.nii.gz",
+            probability=True,
+        )
+
+    tissues: dict[str, Any] = {}
+    for tissue in INTRACRANIAL_TISSUES:
+        t1_volume_ml = t1_truth.volumes_ml[tissue]
+        tissues[tissue.value] = {
+            "tsc_true_mM": tsc_all[tissue],
+            "mean_tsc_t1_space_mM": tsc_all[tissue] if t1_volume_ml > 0 else None,
+            "mean_psf_tsc_sodium_space_mM": _weighted_mean(
+                sodium.tsc_psf_mM, sodium.tissue_fractions[tissue]
+            ),
+            "volume_subject_ml": anatomy.volume_ml(tissue),
+            "volume_t1_space_ml": t1_volume_ml,
+        }
+    lesion_volume = sum(tissues[t.value]["volume_t1_space_ml"] for t in LESION_TISSUES)
+    lesion_tsc = (
+        sum(tissues[t.value]["volume_t1_space_ml"] * tsc_all[t] for t in LESION_TISSUES) / lesion_volume
+        if lesion_volume > 0
+        else None
+    )
+    brain_ml = sum(tissues[t.value]["volume_t1_space_ml"] for t in BRAIN_TISSUES)
+    tiv_ml = brain_ml + tissues[Tissue.CSF.value]["volume_t1_space_ml"]
+    grey_ml = sum(tissues[t.value]["volume_t1_space_ml"] for t in (Tissue.CORTICAL_GM, Tissue.DEEP_GM))
+    white_ml = brain_ml - grey_ml
+    return {
+        "schema_version": GROUND_TRUTH_SCHEMA_VERSION,
+        "seed": options.seed,
+        "group": options.group.value,
+        "parameters": {
+            "enhanced": options.enhanced,
+            "psf_fwhm_factor": options.psf_fwhm_factor,
+            "psf_fwhm_mm": sodium.psf_fwhm_mm,
+            "snr_in_gm": options.snr,
+            "sodium_receive_field_amplitude": options.sodium_receive_field_amplitude,
+            "sodium_signal_per_mM": sodium.signal_per_mM,
+            "sodium_noise_sigma": sodium.noise_sigma,
+            "warp_rms_mm": anatomy.warp_rms_mm,
+            "global_scale": anatomy.global_scale,
+        },
+        "patient": {"name": patient.name, "id": patient.patient_id, "issuer": patient.issuer_of_patient_id},
+        "tissues": tissues,
+        "lesions": {
+            "t2_volume_ml": lesion_volume,
+            "t1_hypointense_volume_ml": tissues[Tissue.LESION_T1_HYPOINTENSE.value]["volume_t1_space_ml"],
+            "tsc_all_t2_lesions_mM": lesion_tsc,
+            "count": len(anatomy.lesions.lesions),
+            "items": [
+                {
+                    "site": les.site.value,
+                    "centre_subject_lps_mm": les.centre_lps_mm,
+                    "volume_ml": les.volume_ml,
+                    "t1_hypointense": les.t1_hypointense,
+                }
+                for les in anatomy.lesions.lesions
+            ],
+        },
+        "volumes": {
+            "tiv_ml": tiv_ml,
+            "brain_ml": brain_ml,
+            "grey_ml": grey_ml,
+            "white_ml": white_ml,
+            "bpf": brain_ml / tiv_ml,
+            "gmf": grey_ml / tiv_ml,
+            "wmf": white_ml / tiv_ml,
+        },
+        "phantoms": [
+            {
+                "concentration_mM": v.concentration_mM,
+                "centre_scanner_lps_mm": v.centre_lps_mm,
+                "radius_mm": v.radius_mm,
+                "length_mm": v.length_mm,
+                "axis_lps": [0.0, 0.0, 1.0],
+            }
+            for v in vials
+        ],
+        "exams": {
+            kind.value: {
+                "subject_to_scanner_lps": poses[kind].subject_to_scanner_lps().round(8).tolist(),
+                "rotation_deg": poses[kind].rotation_deg,
+                "translation_mm": poses[kind].translation_mm,
+            }
+            for kind in ExamKind
+        },
+        "t1_to_sodium_scanner_lps": (
+            poses[ExamKind.SODIUM].subject_to_scanner_lps()
+            @ np.linalg.inv(poses[ExamKind.HEAD_COIL].subject_to_scanner_lps())
+        )
+        .round(8)
+        .tolist(),
+        "series": {
+            s.key: {
+                "series_instance_uid": s.series_instance_uid,
+                "study_instance_uid": s.exam.study_instance_uid,
+                "frame_of_reference_uid": s.exam.frame_of_reference_uid,
+                "series_number": s.series_number,
+                "series_description": s.series_description,
+                "nucleus": s.nucleus.value,
+                "receive_coil": s.coils.receive_coil_name,
+                "echo_times_ms": [e.echo_time_ms for e in s.echoes],
+                "scaling": [
+                    {
+                        "rescale_slope": e.scaling.rescale_slope,
+                        "rescale_intercept": e.scaling.rescale_intercept,
+                        "scale_slope": e.scaling.scale_slope,
+                    }
+                    for e in s.echoes
+                ],
+                "files": len(series_files[s.key]),
+                "grid": grid_record(s.grid),
+            }
+            for s in series_list
+        },
+        "lesion_seg": {"present": "lesion_seg" in series_files, "series_number": LESION_SEG_SERIES_NUMBER},
+        "label_values": LABELS,
+    }
