@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
 
 from simulator.series import Patient, ScannedSeries
 
@@ -20,8 +21,13 @@ PHILIPS_PRIVATE_CREATOR = "Philips MR Imaging DD 001"
 
 
 def derived_uid(*parts: object) -> str:
-    """A deterministic UID (2.25 root) from the parts: the same session gives the same UIDs."""
-    return str(generate_uid(prefix=None, entropy_srcs=["sodium-node-simulator", *map(str, parts)]))
+    """A deterministic UID under the 2.25 (UUID) root from the parts: same session, same UIDs.
+
+    pydicom's ``generate_uid(prefix=None)`` ignores its entropy sources, hence the hash here: the
+    first 128 bits of SHA-256 as a decimal integer (at most 39 digits, 44 characters in all).
+    """
+    digest = hashlib.sha256("\x1f".join(["sodium-node-simulator", *map(str, parts)]).encode()).digest()
+    return f"2.25.{int.from_bytes(digest[:16], 'big')}"
 
 
 def dicom_date(moment: dt.datetime) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from simulator.dicom_common import (
     MODEL_NAME,
     SOFTWARE_VERSIONS,
     derived_uid,
+    dicom_date,
+    dicom_time,
 )
 
 LESION_CODE = hd.sr.CodedConcept("52988006", "SCT", "Lesion")
@@ -39,6 +42,7 @@ def write_lesion_seg(
     t2_lesion_mask_kji: npt.NDArray[np.bool_],
     t1_hypointense_mask_kji: npt.NDArray[np.bool_],
     series_number: int,
+    created: dt.datetime,
     path: Path,
 ) -> Path:
     """Segment 1: T2-hyperintense lesions; segment 2 (if any voxel): T1-hypointense lesions.
@@ -68,6 +72,15 @@ def write_lesion_seg(
         series_description="WM lesion masks",
         omit_empty_frames=True,
     )
+    # highdicom stamps 'now'; the site's SEG has a fixed creation time, so re-runs are identical.
+    for prefix in ("Content", "InstanceCreation", "Series"):
+        setattr(seg, f"{prefix}Date", dicom_date(created))
+        setattr(seg, f"{prefix}Time", dicom_time(created))
+    for equipment in seg.get("ContributingEquipmentSequence", []):
+        equipment.ContributionDateTime = dicom_date(created) + dicom_time(created)
+    dimension_uid = derived_uid(series_uid, "dimension-organization")
+    for item in (*seg.DimensionOrganizationSequence, *seg.DimensionIndexSequence):
+        item.DimensionOrganizationUID = dimension_uid
     path.parent.mkdir(parents=True, exist_ok=True)
     seg.save_as(path)
     return path

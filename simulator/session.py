@@ -217,7 +217,7 @@ def simulate_session(out_dir: Path, options: SimulationOptions) -> SimulatedSess
         t1_grid=t1_series.grid,
         folder=out_dir / "ground_truth" / "t1_space",
     )
-    seg_path = _write_lesion_seg(t1_truth, series_files[T1_3D.key], dicom_folder)
+    seg_path = _write_lesion_seg(t1_truth, series_files[T1_3D.key], dicom_folder, created)
     if seg_path is not None:
         series_files["lesion_seg"] = [seg_path]
     steps.update()
@@ -241,7 +241,9 @@ def simulate_session(out_dir: Path, options: SimulationOptions) -> SimulatedSess
     return SimulatedSession(out_dir, dicom_folder, ground_truth_path, series_files, ground_truth)
 
 
-def _write_lesion_seg(t1_truth: T1SpaceTruth, t1_files: list[Path], dicom_folder: Path) -> Path | None:
+def _write_lesion_seg(
+    t1_truth: T1SpaceTruth, t1_files: list[Path], dicom_folder: Path, created: dt.datetime
+) -> Path | None:
     if not t1_truth.t2_lesion_mask.any():
         return None
     datasets = [pydicom.dcmread(path) for path in t1_files]
@@ -250,6 +252,7 @@ def _write_lesion_seg(t1_truth: T1SpaceTruth, t1_files: list[Path], dicom_folder
         t2_lesion_mask_kji=t1_truth.t2_lesion_mask,
         t1_hypointense_mask_kji=t1_truth.t1_hypointense_lesion_mask,
         series_number=LESION_SEG_SERIES_NUMBER,
+        created=created,
         path=dicom_folder / f"1_{LESION_SEG_SERIES_NUMBER:04d}_WM_lesion_SEG" / "SEG_00001.dcm",
     )
 

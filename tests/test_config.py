@@ -84,7 +84,7 @@ def test_default_config_path_is_the_top_level_file() -> None:
 def test_packaged_copy_is_the_top_level_file_byte_for_byte() -> None:
     packaged = REPOSITORY / "sodium_node" / "default_config.toml"
     assert packaged.read_bytes() == (REPOSITORY / "config.toml").read_bytes(), (
-        "config.toml is the source: run `cp config.toml sodium_node/default_config.toml`"
+        "sodium_node/default_config.toml must be the symbolic link ../config.toml"
     )
 
 

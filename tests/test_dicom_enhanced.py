@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import pydicom
 import pytest
+from peers import canonical, dciodvfy_errors, load_nifti, run_dcm2niix
 from pydicom.dataset import Dataset
 from synthetic_series import CREATED, MAX_STORED, dual_echo_sodium_series, synthetic_patient
 
@@ -30,13 +29,6 @@ RESCALE_RELATIVE_TOLERANCE = 1e-7
 """Rescale Slope/Intercept are written with 8 significant digits (DS): relative error <= 5e-9."""
 AFFINE_TOLERANCE_MM = 0.01
 """dcm2niix stores the affine as float32 srow/quaternion from 6-decimal DS positions: ~1e-5 mm."""
-
-
-def require_tool(command: str, *, package: str) -> str:
-    path = shutil.which(command)
-    if path is None:
-        pytest.fail(f"{command} is not on PATH: install the Debian package {package} (make tools)")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +51,7 @@ def enhanced_file(series: ScannedSeries, patient: Patient, tmp_path_factory: pyt
 
 
 def test_dciodvfy_reports_no_errors(enhanced_file: Path) -> None:
-    dciodvfy = require_tool("dciodvfy", package="dicom3tools")
-    result = subprocess.run([dciodvfy, str(enhanced_file)], capture_output=True, text=True, check=False)
-    report = (result.stdout + result.stderr).splitlines()
-    errors = [line for line in report if line.startswith("Error")]
+    errors = dciodvfy_errors(enhanced_file)
     assert not errors, "dciodvfy found errors:\n" + "\n".join(errors)
 
 
@@ -110,19 +99,6 @@ def test_frames_read_back(enhanced_file: Path, series: ScannedSeries) -> None:
     assert len(seen) == dataset.NumberOfFrames, "every slice of every echo must be a frame exactly once"
 
 
-def canonical(image: nib.Nifti1Image) -> nib.Nifti1Image:
-    """Voxel axes reordered/flipped to closest RAS, so images of one grid compare element-wise."""
-    reoriented = nib.as_closest_canonical(image)  # type: ignore[no-untyped-call]
-    assert isinstance(reoriented, nib.Nifti1Image)
-    return reoriented
-
-
-def load_nifti(path: Path) -> nib.Nifti1Image:
-    image = nib.load(path)
-    assert isinstance(image, nib.Nifti1Image), f"{path} is not a NIfTI-1 image"
-    return image
-
-
 def canonical_expected(values_kji: npt.NDArray[np.float64], series: ScannedSeries) -> nib.Nifti1Image:
     """The ground truth as a canonical NIfTI: simulator arrays are [k, j, i], NIfTI arrays [i, j, k]."""
     image = nib.Nifti1Image(values_kji.transpose(2, 1, 0), series.grid.affine_ras())  # type: ignore[no-untyped-call]
@@ -138,14 +114,6 @@ def dcm2niix_float_tolerance(scaling: PhilipsScaling) -> float:
     """
     l0, l1 = scaling.floating_value(np.array([0, 1], dtype=np.uint16))
     return FLOAT32_EPS * (MAX_STORED + 1) * (abs(float(l0)) + abs(float(l1)))
-
-
-def run_dcm2niix(dicom_folder: Path, output_folder: Path) -> None:
-    dcm2niix = require_tool("dcm2niix", package="dcm2niix")
-    output_folder.mkdir(parents=True, exist_ok=True)
-    command = [dcm2niix, "-o", str(output_folder), "-f", "%s_%e", str(dicom_folder)]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    assert result.returncode == 0, f"dcm2niix failed:\n{result.stdout}\n{result.stderr}"
 
 
 @pytest.fixture(scope="module")

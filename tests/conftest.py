@@ -1,0 +1,49 @@
+"""Shared, session-scoped simulated sessions: each costs ~15 s, so every test module reuses them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from simulator.population import Group
+from simulator.session import SimulatedSession, SimulationOptions, simulate_session
+
+CLASSIC_SEED = 11
+ENHANCED_SEED = 12
+
+
+def _simulate(factory: pytest.TempPathFactory, name: str, options: SimulationOptions) -> SimulatedSession:
+    return simulate_session(factory.mktemp(name) / "session", options)
+
+
+@pytest.fixture(scope="session")
+def classic_session(tmp_path_factory: pytest.TempPathFactory) -> SimulatedSession:
+    """RRMS subject, classic MR Image Storage, sodium exam in a new study."""
+    return _simulate(
+        tmp_path_factory,
+        "classic",
+        SimulationOptions(seed=CLASSIC_SEED, group=Group.RRMS, new_study_for_sodium=True),
+    )
+
+
+@pytest.fixture(scope="session")
+def enhanced_session(tmp_path_factory: pytest.TempPathFactory) -> SimulatedSession:
+    """SPMS subject, Enhanced MR Image Storage, sodium exam in the same study."""
+    return _simulate(
+        tmp_path_factory,
+        "enhanced",
+        SimulationOptions(seed=ENHANCED_SEED, group=Group.SPMS, enhanced=True, new_study_for_sodium=False),
+    )
+
+
+@pytest.fixture(scope="session")
+def simulated_sessions(
+    classic_session: SimulatedSession, enhanced_session: SimulatedSession
+) -> dict[str, SimulatedSession]:
+    return {"classic": classic_session, "enhanced": enhanced_session}
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    return Path(__file__).resolve().parent.parent

@@ -1,0 +1,42 @@
+"""The command line: exit codes and one-line messages a radiographer or physicist can act on."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sodium_node.cli import EXIT_OK, EXIT_USAGE, main
+from sodium_node.config import default_config_path
+
+
+def test_check_config_accepts_the_shipped_default(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(default_config_path())]) == EXIT_OK
+    assert capsys.readouterr().out.strip().endswith(": OK")
+
+
+def test_check_config_rejects_port_zero_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "site.toml"
+    text = default_config_path().read_text()
+    assert "port = 11112" in text
+    bad.write_text(text.replace("port = 11112", "port = 0", 1))
+    assert main(["check-config", str(bad)]) == EXIT_USAGE
+    message = capsys.readouterr().err.strip()
+    assert len(message.splitlines()) == 1
+    assert str(bad) in message and "network.port" in message and "1 and 65535" in message
+
+
+def test_check_config_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nowhere.toml"
+    assert main(["check-config", str(missing)]) == EXIT_USAGE
+    assert capsys.readouterr().err.strip() == f"{missing}: file not found"
+
+
+def test_console_script_is_installed() -> None:
+    """`pip install -e .` put the `sodium-node` entry point beside the interpreter."""
+    executable = Path(sys.executable).parent / "sodium-node"
+    assert executable.is_file(), f"{executable} missing: run `make venv`"
+    result = subprocess.run([str(executable), "--version"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and result.stdout.startswith("sodium-node ")
