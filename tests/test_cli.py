@@ -17,7 +17,9 @@ def test_check_config_accepts_the_shipped_default(capsys: pytest.CaptureFixture[
     assert capsys.readouterr().out.strip().endswith(": OK")
 
 
-def test_check_config_rejects_port_zero_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_config_rejects_port_zero_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "site.toml"
     text = default_config_path().read_text()
     assert "port = 11112" in text
