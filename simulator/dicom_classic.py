@@ -11,11 +11,10 @@ from pydicom.uid import MRImageStorage
 
 from simulator.dicom_common import (
     PHILIPS_PRIVATE_CREATOR,
-    add_patient_study_series,
     derived_uid,
     dicom_date,
     dicom_time,
-    file_meta,
+    new_instance,
 )
 from simulator.series import EchoImage, Patient, ScannedSeries
 
@@ -81,17 +80,13 @@ def classic_instance(
     """One classic MR Image Storage instance: slice ``slice_index`` of ``echo``."""
     grid = series.grid
     sop_instance_uid = derived_uid(series.series_instance_uid, echo.echo_number, slice_index)
-    dataset = FileDataset(
-        "",
-        Dataset(),
-        file_meta=file_meta(sop_class_uid=MRImageStorage, sop_instance_uid=sop_instance_uid),
-        preamble=b"\0" * 128,
+    dataset = new_instance(
+        sop_class_uid=MRImageStorage,
+        sop_instance_uid=sop_instance_uid,
+        patient=patient,
+        series=series,
+        created=created,
     )
-    dataset.SOPClassUID = MRImageStorage
-    dataset.SOPInstanceUID = sop_instance_uid
-    dataset.InstanceCreationDate = dicom_date(created)
-    dataset.InstanceCreationTime = dicom_time(created)
-    add_patient_study_series(dataset, patient=patient, series=series)
 
     dataset.ImageType = philips_image_type(series)
     dataset.InstanceNumber = instance_number

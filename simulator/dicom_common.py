@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
 
 from simulator.series import Patient, ScannedSeries
@@ -51,6 +51,29 @@ def file_meta(*, sop_class_uid: str, sop_instance_uid: str) -> FileMetaDataset:
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = "SODIUMNODE_SIM"
     return meta
+
+
+def new_instance(
+    *,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    patient: Patient,
+    series: ScannedSeries,
+    created: dt.datetime,
+) -> FileDataset:
+    """An instance with its file meta, SOP Common and patient/study/series/equipment modules."""
+    dataset = FileDataset(
+        "",
+        Dataset(),
+        file_meta=file_meta(sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid),
+        preamble=b"\0" * 128,
+    )
+    dataset.SOPClassUID = sop_class_uid
+    dataset.SOPInstanceUID = sop_instance_uid
+    dataset.InstanceCreationDate = dicom_date(created)
+    dataset.InstanceCreationTime = dicom_time(created)
+    add_patient_study_series(dataset, patient=patient, series=series)
+    return dataset
 
 
 def add_patient_study_series(dataset: Dataset, *, patient: Patient, series: ScannedSeries) -> None:

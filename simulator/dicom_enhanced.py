@@ -23,12 +23,11 @@ from pydicom.uid import EnhancedMRImageStorage
 from simulator.dicom_classic import BITS_STORED
 from simulator.dicom_common import (
     PHILIPS_PRIVATE_CREATOR,
-    add_patient_study_series,
     derived_uid,
     dicom_date,
     dicom_datetime,
     dicom_time,
-    file_meta,
+    new_instance,
 )
 from simulator.series import AcquisitionParameters, EchoImage, Patient, ScannedSeries
 
@@ -377,17 +376,13 @@ def add_pixel_data(dataset: Dataset, series: ScannedSeries, places: list[FramePl
 def enhanced_instance(*, patient: Patient, series: ScannedSeries, created: dt.datetime) -> FileDataset:
     """The whole series as one Enhanced MR Image Storage instance."""
     sop_instance_uid = derived_uid(series.series_instance_uid, "enhanced-mr")
-    dataset = FileDataset(
-        "",
-        Dataset(),
-        file_meta=file_meta(sop_class_uid=EnhancedMRImageStorage, sop_instance_uid=sop_instance_uid),
-        preamble=b"\0" * 128,
+    dataset = new_instance(
+        sop_class_uid=EnhancedMRImageStorage,
+        sop_instance_uid=sop_instance_uid,
+        patient=patient,
+        series=series,
+        created=created,
     )
-    dataset.SOPClassUID = EnhancedMRImageStorage
-    dataset.SOPInstanceUID = sop_instance_uid
-    dataset.InstanceCreationDate = dicom_date(created)
-    dataset.InstanceCreationTime = dicom_time(created)
-    add_patient_study_series(dataset, patient=patient, series=series)
     dataset.InstanceNumber = 1
     dataset.ContentDate = dicom_date(series.acquired)
     dataset.ContentTime = dicom_time(series.acquired)

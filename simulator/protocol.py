@@ -6,7 +6,7 @@ Names follow Philips conventions (SeriesDescription = protocol name as on the sc
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -126,35 +126,18 @@ PD_T2_HEAD = SeriesProtocol(
     minutes_after_exam_start=10.0,
 )
 
-T1_2D = SeriesProtocol(
+T1_2D = replace(
+    PD_T2_HEAD,
     key="t1_2d",
-    exam=ExamKind.HEAD_COIL,
     series_number=501,
     description="T1W_SE",
-    nucleus=Nucleus.HYDROGEN,
-    coils=HEAD_COIL,
-    acquisition=AcquisitionParameters(
-        scanning_sequence=("SE",),
-        sequence_variant=("SK",),
-        scan_options=(),
-        mr_acquisition_type="2D",
+    acquisition=replace(
+        PD_T2_HEAD.acquisition,
         sequence_name="SE",
         repetition_time_ms=625.0,
         echo_times_ms=(10.0,),
-        inversion_time_ms=None,
-        flip_angle_deg=90.0,
         echo_train_length=1,
-        pixel_bandwidth_hz=217.0,
-        number_of_averages=1.0,
-        image_type_philips="SE",
     ),
-    contrast=Contrast.SPIN_ECHO,
-    fov_mm=(230.0, 230.0, 156.0),
-    voxel_mm=(1.0, 1.0, 3.0),
-    axes_lps=AXIAL_AXES_LPS,
-    angulated=True,
-    snr=30.0,
-    receive_field_amplitude=0.15,
     minutes_after_exam_start=16.0,
 )
 
@@ -190,32 +173,18 @@ SODIUM_3D = SeriesProtocol(
     minutes_after_exam_start=3.0,
 )
 
-PD_T2_BODY = SeriesProtocol(
+PD_T2_BODY = replace(
+    PD_T2_HEAD,
     key="pd_t2_body",
     exam=ExamKind.SODIUM,
     series_number=701,
     description="PD_T2_TSE_BODY",
-    nucleus=Nucleus.HYDROGEN,
     coils=BODY_COIL,
-    acquisition=AcquisitionParameters(
-        scanning_sequence=("SE",),
-        sequence_variant=("SK",),
-        scan_options=(),
-        mr_acquisition_type="2D",
-        sequence_name="TSE",
-        repetition_time_ms=3000.0,
-        echo_times_ms=(15.0, 90.0),
-        inversion_time_ms=None,
-        flip_angle_deg=90.0,
-        echo_train_length=8,
-        pixel_bandwidth_hz=217.0,
-        number_of_averages=1.0,
-        image_type_philips="SE",
+    acquisition=replace(
+        PD_T2_HEAD.acquisition, repetition_time_ms=3000.0, echo_times_ms=(15.0, 90.0), echo_train_length=8
     ),
-    contrast=Contrast.SPIN_ECHO,
     fov_mm=(240.0, 240.0, 180.0),
     voxel_mm=(2.0, 2.0, 5.0),
-    axes_lps=AXIAL_AXES_LPS,
     angulated=False,
     snr=15.0,
     receive_field_amplitude=0.05,
