@@ -16,6 +16,7 @@ import numpy.typing as npt
 import SimpleITK as sitk
 from scipy import ndimage
 
+from simulator.atrophy import apply_atrophy, draw_targets
 from simulator.deep_grey import deep_grey_region
 from simulator.geometry import VolumeGrid
 from simulator.lesions import LesionSet, place_lesions
@@ -153,6 +154,13 @@ def simulate_anatomy(rng: np.random.Generator, group: Group) -> Anatomy:
     deep_region = _warp(base.deep_grey_region, grid, transform)
     white = _warp(base.white, grid, transform)
     csf = _warp(base.csf, grid, transform)
+    grey, white, csf = apply_atrophy(
+        grey=grey,
+        white=white,
+        csf=csf,
+        extra_grey=white * deep_region * np.float32(DEEP_WHITE_AS_GREY),
+        targets=draw_targets(rng, group),
+    )
     lesions = place_lesions(
         rng,
         grid=grid,

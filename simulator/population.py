@@ -61,6 +61,22 @@ TSC_TABLE2_MM: dict[Group, dict[Tissue, MeanSd]] = {
 
 
 @dataclass(frozen=True)
+class TissueFractions:
+    """Grey and white matter fractions of the intracranial volume (BPF = grey + white)."""
+
+    grey: MeanSd
+    white: MeanSd
+
+
+FRACTIONS_TABLE2: dict[Group, TissueFractions] = {
+    Group.HC: TissueFractions(MeanSd(0.458, 0.009), MeanSd(0.310, 0.011)),
+    Group.CIS: TissueFractions(MeanSd(0.453, 0.006), MeanSd(0.314, 0.010)),
+    Group.RRMS: TissueFractions(MeanSd(0.447, 0.012), MeanSd(0.303, 0.016)),
+    Group.SPMS: TissueFractions(MeanSd(0.438, 0.014), MeanSd(0.293, 0.016)),
+}
+
+
+@dataclass(frozen=True)
 class LesionLoad:
     """T2 lesion volume (ml) distribution and share of T1-hypointense lesions (T1LV / T2LV)."""
 

@@ -9,7 +9,7 @@ import pydicom
 import pytest
 from peers import load_nifti
 
-from simulator.population import LESION_LOAD, TRUNCATION_SD, TSC_TABLE2_MM, Group
+from simulator.population import FRACTIONS_TABLE2, LESION_LOAD, TRUNCATION_SD, TSC_TABLE2_MM, Group
 from simulator.session import SimulatedSession, SimulationOptions, simulate_session
 from simulator.tissues import Tissue
 from sodium_node.cli import main
@@ -48,10 +48,13 @@ def test_anatomy_is_adult_sized_with_group_lesion_load(
     for session in simulated_sessions.values():
         truth = session.ground_truth
         volumes = truth["volumes"]
-        # Adult TIV is 1.2-1.8 l; the paper's BPF is 0.73-0.77 (our template brain ~0.79).
-        assert 1200.0 < volumes["tiv_ml"] < 1800.0
-        assert 0.70 < volumes["bpf"] < 0.85
-        assert 0.40 < volumes["gmf"] < 0.52
+        # Adult TIV is 1.2-1.8 l. GMF and WMF are drawn from Table 2 (truncated at 2 SD) and reached
+        # exactly in subject space; resampling to the 3D T1 grid moves them by < 0.005.
+        assert 1150.0 < volumes["tiv_ml"] < 1800.0
+        fractions = FRACTIONS_TABLE2[Group(truth["group"])]
+        for name, row in (("gmf", fractions.grey), ("wmf", fractions.white)):
+            assert abs(volumes[name] - row.mean) <= TRUNCATION_SD * row.sd + 0.005, f"{name} {volumes[name]}"
+        assert volumes["bpf"] == pytest.approx(volumes["gmf"] + volumes["wmf"])
         load = LESION_LOAD[Group(truth["group"])]
         # The drawn lesion volume is reached in white matter, then resampled to the T1 grid.
         assert load.min_volume_ml * 0.9 <= truth["lesions"]["t2_volume_ml"] <= load.max_volume_ml * 1.3
