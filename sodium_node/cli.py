@@ -24,6 +24,7 @@ EXIT_USAGE = 2
 COMMAND_MODULES: tuple[str, ...] = (
     "sodium_node.config_commands",
     "simulator.commands",
+    "node.commands",
 )
 """Modules whose ``add_commands(subparsers)`` registers subcommands, in help order."""
 

@@ -217,6 +217,7 @@ class StorageConfig(Section):
     import_dir: Path
     index_database: Path
     fsync_before_ack: bool
+    import_settle_s: Annotated[float, Field(gt=0)]
 
     @field_validator("root", "import_dir", "index_database")
     @classmethod
@@ -255,6 +256,7 @@ class SessionsConfig(Section):
     required_roles: Annotated[tuple[Role, ...], Field(min_length=1)]
     minimum_roles: Annotated[tuple[Role, ...], Field(min_length=1)]
     late_series_action: LateSeriesAction
+    max_job_attempts: Annotated[int, Field(ge=1, le=100)]
 
     @field_validator("forced_timeout_minutes")
     @classmethod

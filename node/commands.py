@@ -1,0 +1,173 @@
+"""`sodium-node serve | import | classify | status | reprocess`: the node on the command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+from node.classify import classify_folder
+from node.importer import import_folder
+from node.index import InstanceState
+from node.jobs import JobQueue
+from node.receive import Receiver
+from node.service import NodeService, open_index
+from node.sessions import SessionState, all_session_ids, evaluate_session, set_session_state
+from node.worker import InventoryRunner
+from sodium_node.config import NodeConfig, default_config_path, load_config
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+
+def _config(args: argparse.Namespace) -> NodeConfig:
+    return load_config(Path(args.config) if args.config else default_config_path())
+
+
+def _configure_log_file(config: NodeConfig) -> None:
+    logging.getLogger().setLevel(config.logging.level.value)
+    if config.logging.file is not None:
+        config.logging.file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(config.logging.file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(handler)
+
+
+def serve(args: argparse.Namespace) -> int:
+    config = _config(args)
+    _configure_log_file(config)
+    service = NodeService(config, InventoryRunner(), port=args.port)
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    service.start()
+    print(
+        f"sodium-node listening as {config.network.ae_title} on {config.network.host}:{service.port}",
+        flush=True,
+    )
+    stop.wait()
+    service.stop()
+    return EXIT_OK
+
+
+def import_command(args: argparse.Namespace) -> int:
+    config = _config(args)
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        print(f"{folder}: not a folder")
+        return EXIT_FAILURE
+    index = open_index(config)
+    receiver = Receiver(config, index)
+    before = index.counts().get(InstanceState.QUARANTINED.value, 0)
+    summary = import_folder(receiver, folder)
+    receiver.drain()
+    quarantined = index.counts().get(InstanceState.QUARANTINED.value, 0) - before
+    print(
+        f"{folder}: {summary.files} files, {summary.new_instances} new instances, "
+        f"{summary.duplicates} duplicates, {quarantined} quarantined (see {config.storage.quarantine_dir})"
+    )
+    return EXIT_OK
+
+
+def classify_command(args: argparse.Namespace) -> int:
+    config = _config(args)
+    found, problems = classify_folder(Path(args.folder), config.classification.rules)
+    columns = ("series", "role", "rule", "n", "echoes", "nucleus", "coil", "description")
+    print("{:>6}  {:<15} {:>4}  {:>4} {:>6}  {:<7} {:<16} {}".format(*columns))
+    for item in found:
+        summary = item.summary
+        rule = str(item.classification.rule_index + 1) if item.classification.rule_index >= 0 else "-"
+        number = "-" if summary.series_number is None else str(summary.series_number)
+        print(
+            f"{number:>6}  {item.classification.role.value:<15} {rule:>4}  {item.instance_count:>4} "
+            f"{summary.echo_count:>6}  {summary.imaged_nucleus:<7} {summary.receive_coil_name[:16]:<16} "
+            f"{summary.series_description}"
+        )
+    for problem in problems:
+        print(f"unreadable: {problem}")
+    return EXIT_OK
+
+
+def status_command(args: argparse.Namespace) -> int:
+    config = _config(args)
+    index = open_index(config)
+    queue = JobQueue(config.storage.jobs_dir, index, max_attempts=config.sessions.max_job_attempts)
+    counts = index.counts()
+    print(
+        "instances: " + (", ".join(f"{count} {state}" for state, count in sorted(counts.items())) or "none")
+    )
+    session_ids = all_session_ids(index)
+    if not session_ids:
+        print("no sessions")
+    for session_id in session_ids:
+        report = evaluate_session(index, session_id, config)
+        ready = "complete" if report.required_complete else report.describe_missing()
+        print(f"session {session_id}  patient {report.patient_id}  {report.state.value}  {ready}")
+        for status in report.series:
+            expected = f"/{status.expected}" if status.expected is not None else ""
+            number = "-" if status.series_number is None else str(status.series_number)
+            print(
+                f"  {status.role.value:<15} series {number:>5}"
+                f"  {status.instances:>4}{expected:<5} {'complete' if status.complete else 'incomplete':<10} "
+                f"{status.series_description}"
+            )
+        for job_id, state, attempts, error in queue.jobs_of(session_id):
+            print(f"  job {job_id}  {state.value}  attempts {attempts}{'  ' + error if error else ''}")
+    return EXIT_OK
+
+
+def reprocess_command(args: argparse.Namespace) -> int:
+    config = _config(args)
+    index = open_index(config)
+    queue = JobQueue(config.storage.jobs_dir, index, max_attempts=config.sessions.max_job_attempts)
+    report = evaluate_session(index, args.session, config)
+    if not report.minimum_present:
+        print(f"session {args.session} cannot be processed: {report.describe_missing()}")
+        return EXIT_FAILURE
+    job_id = queue.create(report, partial=not report.required_complete)
+    if job_id is None:
+        set_session_state(index, args.session, SessionState.OPEN, reprocess_requested=True)
+        print(f"session {args.session} has a job queued or running; it is reprocessed once that job ends")
+    else:
+        print(f"session {args.session}: queued job {job_id}")
+    return EXIT_OK
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    config_help = f"config file (default: {default_config_path()})"
+
+    parser = commands.add_parser("serve", help="run the DICOM node: receive, group sessions, run jobs")
+    parser.add_argument("--config", help=config_help)
+    parser.add_argument("--port", type=int, default=None, help="listen on this port instead (0: any free)")
+    parser.set_defaults(handler=serve)
+
+    parser = commands.add_parser(
+        "import", help="take a folder of DICOM files (e.g. from media) into the node"
+    )
+    parser.add_argument("folder", metavar="DIR")
+    parser.add_argument("--config", help=config_help)
+    parser.set_defaults(handler=import_command)
+
+    parser = commands.add_parser("classify", help="print the role of every series in a folder (dry run)")
+    parser.add_argument("folder", metavar="DIR")
+    parser.add_argument("--config", help=config_help)
+    parser.set_defaults(handler=classify_command)
+
+    parser = commands.add_parser("status", help="list sessions, their roles and completeness, and jobs")
+    parser.add_argument("--config", help=config_help)
+    parser.set_defaults(handler=status_command)
+
+    parser = commands.add_parser("reprocess", help="queue a session for processing again")
+    parser.add_argument("session", metavar="SESSION")
+    parser.add_argument("--config", help=config_help)
+    parser.set_defaults(handler=reprocess_command)

@@ -1,0 +1,211 @@
+"""The DICOM listener: pynetdicom Storage SCP and Verification SCP.
+
+Handlers are plain functions bound at server start. They never raise: each failure is logged with
+the SOP Instance UID and the calling AE title and answered with a status code. A C-STORE is
+acknowledged (0x0000) only after its bytes are fsync'ed in the spool and recorded in the index.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import socketserver
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.events import Event, EventHandlerType
+from pynetdicom.transport import ThreadedAssociationServer
+
+from node.headers import is_valid_uid
+from node.index import Announced, Origin, Source
+from node.receive import Receiver
+from sodium_node.config import NetworkConfig
+
+log = logging.getLogger(__name__)
+
+VERIFICATION = "1.2.840.10008.1.1"
+ACCEPTED_STORAGE_SOP_CLASSES: dict[str, str] = {
+    "1.2.840.10008.5.1.4.1.1.4": "MR Image Storage",
+    "1.2.840.10008.5.1.4.1.1.4.1": "Enhanced MR Image Storage",
+    "1.2.840.10008.5.1.4.1.1.4.3": "Enhanced MR Color Image Storage",
+    "1.2.840.10008.5.1.4.1.1.4.4": "Legacy Converted Enhanced MR Image Storage",
+    "1.2.840.10008.5.1.4.1.1.4.2": "MR Spectroscopy Storage",
+    "1.2.840.10008.5.1.4.1.1.66.4": "Segmentation Storage",
+    "1.2.840.10008.5.1.4.1.1.66": "Raw Data Storage",
+    "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture Image Storage",
+    "1.2.840.10008.5.1.4.1.1.7.2": "Multi-frame Grayscale Byte Secondary Capture Image Storage",
+    "1.2.840.10008.5.1.4.1.1.7.3": "Multi-frame Grayscale Word Secondary Capture Image Storage",
+    "1.2.840.10008.5.1.4.1.1.7.4": "Multi-frame True Color Secondary Capture Image Storage",
+    # Philips sends these with an examination when its DICOM node is set to "private" export.
+    "1.3.46.670589.11.0.0.12.1": "Philips Private MR Series Data Storage",
+    "1.3.46.670589.11.0.0.12.2": "Philips Private MR Examcard Storage",
+    "1.3.46.670589.11.0.0.12.4": "Philips Private MR Spectrum Storage",
+}
+
+STATUS_SUCCESS = 0x0000
+STATUS_OUT_OF_RESOURCES = 0xA700
+"""Refused: Out of Resources - the instance could not be written or recorded."""
+STATUS_CANNOT_UNDERSTAND = 0xC000
+"""Error: Cannot understand - e.g. an Affected SOP Instance UID that is not a UID."""
+STATUS_PROCESSING_FAILURE = 0xC001
+"""Error: Cannot understand (subcode 1) - an unexpected failure while storing; logged with a traceback."""
+
+
+class NoDelayAssociationServer(ThreadedAssociationServer):
+    """Disables Nagle on each accepted connection, so a C-STORE response is not held back."""
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        client_socket, address = super().get_request()
+        client_socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return client_socket, address
+
+    def shutdown(self) -> None:
+        """Stop serving and close the socket (the server was made by us, not by `AE.start_server`)."""
+        socketserver.TCPServer.shutdown(self)
+        self.server_close()
+
+
+def _peer(event: Event) -> tuple[str, str]:
+    requestor = event.assoc.requestor
+    return str(requestor.ae_title), f"{requestor.address}:{requestor.port}"
+
+
+def make_store_handler(receiver: Receiver) -> Callable[[Event], int]:
+    def handle_store(event: Event) -> int:
+        sop_instance_uid = "(unknown)"
+        calling_ae_title = "(unknown)"
+        try:
+            calling_ae_title, peer_address = _peer(event)
+            request = event.request
+            if not isinstance(request, C_STORE):
+                log.error("C-STORE handler called for a %s from %s", type(request).__name__, calling_ae_title)
+                return STATUS_PROCESSING_FAILURE
+            sop_instance_uid = str(request.AffectedSOPInstanceUID or "")
+            announced = Announced(
+                sop_instance_uid,
+                str(request.AffectedSOPClassUID or ""),
+                str(event.context.transfer_syntax),
+            )
+            origin = Origin(Source.NETWORK, calling_ae_title, peer_address)
+            data = event.encoded_dataset(include_meta=True)
+            if not is_valid_uid(sop_instance_uid):
+                receiver.quarantine_unstored(
+                    data,
+                    reason=f"Affected SOP Instance UID {sop_instance_uid[:80]!r} is not a valid UID",
+                    announced=announced,
+                    origin=origin,
+                )
+                log.error(
+                    "C-STORE from %s refused: Affected SOP Instance UID %r is not a valid UID (quarantined)",
+                    calling_ae_title,
+                    sop_instance_uid[:80],
+                )
+                return STATUS_CANNOT_UNDERSTAND
+            receiver.accept(data, announced=announced, origin=origin)
+        except OSError as error:
+            log.error(
+                "C-STORE of %s from %s failed, not acknowledged: cannot write it (%s)",
+                sop_instance_uid,
+                calling_ae_title,
+                error,
+            )
+            return STATUS_OUT_OF_RESOURCES
+        except sqlite3.Error as error:
+            log.error(
+                "C-STORE of %s from %s failed, not acknowledged: cannot record it in the index (%s)",
+                sop_instance_uid,
+                calling_ae_title,
+                error,
+            )
+            return STATUS_OUT_OF_RESOURCES
+        except Exception:  # the handler boundary: pynetdicom handlers never raise
+            log.exception("C-STORE of %s from %s failed unexpectedly", sop_instance_uid, calling_ae_title)
+            return STATUS_PROCESSING_FAILURE
+        log.debug("stored %s from %s", sop_instance_uid, calling_ae_title)
+        return STATUS_SUCCESS
+
+    return handle_store
+
+
+def handle_echo(event: Event) -> int:
+    try:
+        log.debug("C-ECHO from %s", _peer(event)[0])
+    except Exception:  # the handler boundary: never raise, an echo always succeeds
+        log.exception("C-ECHO: could not read the peer")
+    return STATUS_SUCCESS
+
+
+def handle_accepted(event: Event) -> None:
+    try:
+        calling, address = _peer(event)
+        log.info("association accepted from %s (%s)", calling, address)
+    except Exception:  # the handler boundary
+        log.exception("association accepted: could not read the peer")
+
+
+def handle_released(event: Event) -> None:
+    try:
+        calling, address = _peer(event)
+        log.info("association with %s (%s) ended", calling, address)
+    except Exception:  # the handler boundary
+        log.exception("association ended: could not read the peer")
+
+
+def handle_rejected(event: Event) -> None:
+    try:
+        calling, address = _peer(event)
+        log.warning(
+            "association from %s (%s) rejected (not in network.allowed_calling_ae_titles, or limits)",
+            calling,
+            address,
+        )
+    except Exception:  # the handler boundary
+        log.exception("association rejected: could not read the peer")
+
+
+def build_ae(network: NetworkConfig) -> AE:
+    ae = AE(ae_title=network.ae_title)
+    for sop_class in ACCEPTED_STORAGE_SOP_CLASSES:
+        ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
+    ae.add_supported_context(VERIFICATION, ALL_TRANSFER_SYNTAXES)
+    ae.maximum_associations = network.max_associations
+    ae.maximum_pdu_size = network.max_pdu_size_bytes
+    ae.acse_timeout = network.acse_timeout_s
+    ae.dimse_timeout = network.dimse_timeout_s
+    ae.network_timeout = network.network_timeout_s
+    ae.require_called_aet = False
+    ae.require_calling_aet = list(network.allowed_calling_ae_titles)
+    return ae
+
+
+def start_scp(
+    network: NetworkConfig, receiver: Receiver, *, port: int | None = None
+) -> ThreadedAssociationServer:
+    """Start listening (non-blocking); ``port`` overrides the configured one (0 = any free port)."""
+    ae = build_ae(network)
+    handlers: list[EventHandlerType] = [
+        (evt.EVT_C_STORE, make_store_handler(receiver)),
+        (evt.EVT_C_ECHO, handle_echo),
+        (evt.EVT_ACCEPTED, handle_accepted),
+        (evt.EVT_RELEASED, handle_released),
+        (evt.EVT_ABORTED, handle_released),
+        (evt.EVT_REJECTED, handle_rejected),
+    ]
+    address = (network.host, network.port if port is None else port)
+    server: ThreadedAssociationServer = ae.make_server(
+        address, evt_handlers=handlers, server_class=NoDelayAssociationServer
+    )
+    thread = threading.Thread(target=server.serve_forever, name="sodium-node-scp", daemon=True)
+    thread.start()
+    log.info(
+        "listening as %s on %s:%d (max %d associations)",
+        network.ae_title,
+        address[0],
+        server.server_address[1],
+        network.max_associations,
+    )
+    return server

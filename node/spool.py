@@ -1,0 +1,133 @@
+"""Durable files: write to a temporary name, fsync, rename atomically, fsync the folder.
+
+The spool is content-addressed (``spool/objects/ab/<sha256>.dcm``), so no name ever comes from what a
+peer sent: a UID or patient ID with ``../`` in it cannot place a file anywhere.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+OBJECTS = "objects"
+TEMPORARY = "tmp"
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    path: Path
+    sha256: str
+    size_bytes: int
+
+
+def fsync_directory(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def write_bytes_durably(path: Path, data: bytes, *, fsync: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically: readers see the old file or the new one, whole."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    with temporary.open("wb") as file:
+        file.write(data)
+        if fsync:
+            file.flush()
+            os.fsync(file.fileno())
+    os.replace(temporary, path)
+    if fsync:
+        fsync_directory(path.parent)
+
+
+def write_json_durably(path: Path, document: dict[str, Any]) -> None:
+    write_bytes_durably(path, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
+
+
+class Spool:
+    """Content-addressed store of received bytes under ``spool_dir``."""
+
+    def __init__(self, spool_dir: Path, *, fsync: bool) -> None:
+        self.spool_dir = spool_dir
+        self.fsync = fsync
+        self.objects_dir = spool_dir / OBJECTS
+        self.temporary_dir = spool_dir / TEMPORARY
+        self.objects_dir.mkdir(parents=True, exist_ok=True)
+        self.temporary_dir.mkdir(parents=True, exist_ok=True)
+
+    def object_path(self, sha256: str) -> Path:
+        return self.objects_dir / sha256[:2] / f"{sha256}.dcm"
+
+    def write(self, data: bytes) -> StoredObject:
+        """Write ``data`` durably (when configured) and return where it lives; idempotent per content."""
+        sha256 = hashlib.sha256(data).hexdigest()
+        final = self.object_path(sha256)
+        temporary = self.temporary_dir / f"{sha256}.{secrets.token_hex(6)}.part"
+        with temporary.open("wb") as file:
+            file.write(data)
+            if self.fsync:
+                file.flush()
+                os.fsync(file.fileno())
+        final.parent.mkdir(exist_ok=True)
+        os.replace(temporary, final)
+        if self.fsync:
+            fsync_directory(final.parent)
+        return StoredObject(final, sha256, len(data))
+
+    def remove_leftovers(self) -> int:
+        """Delete partial writes of a crashed run: they were never acknowledged, the sender resends."""
+        count = 0
+        for leftover in self.temporary_dir.glob("*.part"):
+            leftover.unlink(missing_ok=True)
+            count += 1
+        if count:
+            log.warning("removed %d partial spool writes left by an interrupted run", count)
+        return count
+
+    def all_objects(self) -> list[Path]:
+        return sorted(self.objects_dir.glob("*/*.dcm"))
+
+
+def quarantine_bytes(
+    quarantine_dir: Path, *, data: bytes | None, source: Path | None, reason: str, details: dict[str, Any]
+) -> Path:
+    """Keep a rejected instance with a reason file: moves ``source`` (same file system) or writes ``data``.
+
+    Returns the quarantined file. Its name is derived from the content hash and the time, never from
+    what the peer sent.
+    """
+    quarantine_dir.mkdir(parents=True, exist_ok=True)
+    if source is not None:
+        sha256 = hashlib.sha256(source.read_bytes()).hexdigest()
+    elif data is not None:
+        sha256 = hashlib.sha256(data).hexdigest()
+    else:
+        raise ValueError("quarantine_bytes needs data or a source file")
+    stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S")
+    target = quarantine_dir / f"{stamp}-{sha256[:20]}.dcm"
+    reason_document = {"reason": reason, "sha256": sha256, "quarantined_at": dt.datetime.now().isoformat()}
+    reason_document.update(details)
+    write_json_durably(target.with_suffix(".reason.json"), reason_document)
+    if source is not None:
+        os.replace(source, target)
+        fsync_directory(quarantine_dir)
+        fsync_directory(source.parent)
+    elif data is not None:
+        write_bytes_durably(target, data)
+    log.warning("quarantined %s: %s (%s)", target.name, reason, _describe(details))
+    return target
+
+
+def _describe(details: dict[str, Any]) -> str:
+    keys = ("announced_sop_instance_uid", "calling_ae_title", "peer_address", "source")
+    return ", ".join(f"{key}={details[key]}" for key in keys if details.get(key))
