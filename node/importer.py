@@ -20,7 +20,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from node.index import Origin, Source
-from node.receive import Receiver, announced_from_meta
+from node.receive import Receiver, identity_from_meta
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def import_file(receiver: Receiver, path: Path) -> bool:
     """Store one file through the receiver; returns whether it was a duplicate."""
     data = path.read_bytes()
     accepted = receiver.accept(
-        data, announced=announced_from_meta(path), origin=Origin(Source.IMPORT, "", str(path))
+        data, announced=identity_from_meta(path)[0], origin=Origin(Source.IMPORT, "", str(path))
     )
     return accepted.outcome.duplicate
 

@@ -133,8 +133,8 @@ class Receiver:
             if self.index.relative(path) in known:
                 continue
             data = path.read_bytes()
-            announced = announced_from_meta(path)
-            self.accept(data, announced=announced, origin=Origin(Source.RECOVERED, "", str(path)))
+            announced, origin = identity_from_meta(path)
+            self.accept(data, announced=announced, origin=origin)
             recovered += 1
         if recovered:
             log.warning("indexed %d spool files stored just before an interruption", recovered)
@@ -192,14 +192,22 @@ def _details(announced: Announced, origin: Origin) -> dict[str, str]:
     }
 
 
-def announced_from_meta(path: Path) -> Announced:
-    """Best effort: the identity in a file's meta header; empty strings if it has none."""
+def identity_from_meta(path: Path) -> tuple[Announced, Origin]:
+    """Best effort: the identity and the sender a spool file's meta header records.
+
+    Network instances carry the calling AE title and address (see ``node.scp.encoded_with_origin``);
+    other files give empty strings, and the origin then names the file.
+    """
     try:
         meta = read_file_meta_info(path)
     except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError):
-        return Announced("", "", "")
-    return Announced(
+        return Announced("", "", ""), Origin(Source.RECOVERED, "", str(path))
+    announced = Announced(
         str(meta.get("MediaStorageSOPInstanceUID", "")),
         str(meta.get("MediaStorageSOPClassUID", "")),
         str(meta.get("TransferSyntaxUID", "")),
+    )
+    address = str(meta.get("SendingPresentationAddress", "")).removeprefix("dicom://")
+    return announced, Origin(
+        Source.RECOVERED, str(meta.get("SendingApplicationEntityTitle", "")), address or str(path)
     )

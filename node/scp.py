@@ -17,6 +17,7 @@ from typing import Any
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -74,6 +75,20 @@ def _peer(event: Event) -> tuple[str, str]:
     return str(requestor.ae_title), f"{requestor.address}:{requestor.port}"
 
 
+def encoded_with_origin(event: Event, *, calling_ae_title: str, peer_address: str) -> bytes:
+    """The data set exactly as sent, behind a file meta header that also records who sent it.
+
+    Sending/Receiving Application Entity Title and Sending Presentation Address (0002,0017/18/27)
+    travel with the spool file, so a crash that loses the newest index rows loses nothing: the
+    rows are rebuilt from the spool with their origin (see ``Receiver.recover_spool``).
+    """
+    meta = event.file_meta
+    meta.SendingApplicationEntityTitle = calling_ae_title
+    meta.ReceivingApplicationEntityTitle = str(event.assoc.acceptor.ae_title)
+    meta.SendingPresentationAddress = f"dicom://{peer_address}"
+    return b"".join((b"\0" * 128, b"DICM", encode_file_meta(meta), event.encoded_dataset(include_meta=False)))
+
+
 def make_store_handler(receiver: Receiver) -> Callable[[Event], int]:
     def handle_store(event: Event) -> int:
         sop_instance_uid = "(unknown)"
@@ -91,7 +106,7 @@ def make_store_handler(receiver: Receiver) -> Callable[[Event], int]:
                 str(event.context.transfer_syntax),
             )
             origin = Origin(Source.NETWORK, calling_ae_title, peer_address)
-            data = event.encoded_dataset(include_meta=True)
+            data = encoded_with_origin(event, calling_ae_title=calling_ae_title, peer_address=peer_address)
             if not is_valid_uid(sop_instance_uid):
                 receiver.quarantine_unstored(
                     data,

@@ -34,11 +34,7 @@ log = logging.getLogger(__name__)
 
 
 def open_index(config: NodeConfig) -> Index:
-    return Index(
-        config.storage.index_database,
-        storage_root=config.storage.root,
-        durable=config.storage.fsync_before_ack,
-    )
+    return Index(config.storage.index_database, storage_root=config.storage.root)
 
 
 class SessionMonitor:

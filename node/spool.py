@@ -1,7 +1,9 @@
 """Durable files: write to a temporary name, fsync, rename atomically, fsync the folder.
 
-The spool is content-addressed (``spool/objects/ab/<sha256>.dcm``), so no name ever comes from what a
-peer sent: a UID or patient ID with ``../`` in it cannot place a file anywhere.
+The spool is content-addressed (``spool/objects/ab/<sha256>.dcm``, the hash of the data set without
+the file meta header the node writes itself), so no name ever comes from what a peer sent: a UID or
+patient ID with ``../`` in it cannot place a file anywhere. The same data set sent twice, from any
+sender, is one file.
 """
 
 from __future__ import annotations
@@ -20,6 +22,24 @@ log = logging.getLogger(__name__)
 
 OBJECTS = "objects"
 TEMPORARY = "tmp"
+
+
+PREAMBLE_AND_PREFIX = 132
+GROUP_LENGTH_ELEMENT = b"\x02\x00\x00\x00UL\x04\x00"
+"""(0002,0000) File Meta Information Group Length, explicit VR little endian, as it opens a meta header."""
+
+
+def data_set_offset(data: bytes) -> int:
+    """Where the data set starts: after the preamble, 'DICM' and the file meta group if present."""
+    if data[128:132] != b"DICM" or data[132:140] != GROUP_LENGTH_ELEMENT:
+        return 0
+    group_length = int.from_bytes(data[140:144], "little")
+    return min(PREAMBLE_AND_PREFIX + 12 + group_length, len(data))
+
+
+def content_digest(data: bytes) -> str:
+    """SHA-256 of the data set alone: the identity of an instance's bytes, whoever sent them."""
+    return hashlib.sha256(memoryview(data)[data_set_offset(data) :]).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -70,15 +90,20 @@ class Spool:
 
     def write(self, data: bytes) -> StoredObject:
         """Write ``data`` durably (when configured) and return where it lives; idempotent per content."""
-        sha256 = hashlib.sha256(data).hexdigest()
+        sha256 = content_digest(data)
         final = self.object_path(sha256)
+        if final.is_file():
+            return StoredObject(final, sha256, final.stat().st_size)  # already durable: a resend
         temporary = self.temporary_dir / f"{sha256}.{secrets.token_hex(6)}.part"
         with temporary.open("wb") as file:
             file.write(data)
             if self.fsync:
                 file.flush()
                 os.fsync(file.fileno())
-        final.parent.mkdir(exist_ok=True)
+        if not final.parent.is_dir():
+            final.parent.mkdir(exist_ok=True)
+            if self.fsync:
+                fsync_directory(self.objects_dir)
         os.replace(temporary, final)
         if self.fsync:
             fsync_directory(final.parent)

@@ -8,7 +8,6 @@ stored as received, and a complete session queued as a job that a real runner pr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from node_helpers import (
 from node.jobs import JobSession
 from node.service import NodeService
 from node.sessions import evaluate_session
+from node.spool import content_digest
 from simulator.session import SimulatedSession
 from sodium_node.config import Role
 
@@ -37,7 +37,7 @@ ALL_IMAGE_ROLES = {Role.SODIUM, Role.BODY_COIL_PDT2, Role.HEAD_COIL_PDT2, Role.T
 
 
 class ManifestRunner:
-    """Reads every instance of the job with pydicom and writes manifest.json (SOP UID -> sha256)."""
+    """Reads every instance of the job with pydicom and writes manifest.json (SOP UID -> data set sha256)."""
 
     def run(self, job_folder: Path, session: JobSession) -> None:
         manifest: dict[str, dict[str, str]] = {}
@@ -47,7 +47,7 @@ class ManifestRunner:
                 assert dataset.SOPInstanceUID == instance.sop_instance_uid
                 manifest[instance.sop_instance_uid] = {
                     "role": role.value,
-                    "sha256": hashlib.sha256(instance.path.read_bytes()).hexdigest(),
+                    "sha256": content_digest(instance.path.read_bytes()),
                 }
         (job_folder / "manifest.json").write_text(json.dumps(manifest))
 
