@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sodium_node.config_commands",
     "simulator.commands",
     "node.commands",
+    "processing.commands",
 )
 """Modules whose ``add_commands(subparsers)`` registers subcommands, in help order."""
 
