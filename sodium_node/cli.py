@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "simulator.commands",
     "node.commands",
     "processing.commands",
+    "dicom_out.commands",
 )
 """Modules whose ``add_commands(subparsers)`` registers subcommands, in help order."""
 

@@ -181,8 +181,13 @@ def test_duplicates_are_counted_once_and_changed_bytes_become_a_new_version(
     assert dataset_bytes(classic_node.config.storage.root / str(path)) == dataset_bytes(changed)
     # A changed instance after processing is late data: the session is reprocessed once, not in parallel.
     wait_for(lambda: len(done_jobs(classic_node)) == 2, what="the reprocessing job")
-    states = query(classic_node.config, "SELECT state FROM jobs ORDER BY job_id")
-    assert states == [("done",), ("done",)]
+    # The folder moves to done/ first (the durable state), then the index row follows: wait for both.
+    wait_for(
+        lambda: (
+            query(classic_node.config, "SELECT state FROM jobs ORDER BY job_id") == [("done",), ("done",)]
+        ),
+        what="both job rows to read done",
+    )
 
 
 def test_echo_is_answered(classic_node: NodeService) -> None:

@@ -1,0 +1,91 @@
+"""The TSC map as a DICOM Parametric Map: float32 mM on the sodium series' grid.
+
+One frame per sodium frame, at the same positions, referencing the sodium series as its source.
+Real World Value Mapping: identity (slope 1, intercept 0) in UCUM ``mmol/L``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+
+from dicom_out.identity import DEFAULT_OUTPUT, OutputIdentity, object_identity, set_institution
+from dicom_out.results import Results
+from sodium_node.config_models import ObjectKind
+
+log = logging.getLogger(__name__)
+
+MMOL_PER_L = hd.sr.CodedConcept("mmol/L", "UCUM", "millimole per liter")
+TSC_WINDOW_CENTER_MM = 70.0
+TSC_WINDOW_WIDTH_MM = 140.0
+"""0 to 140 mM: brain tissue (30-60 mM) in the lower half, CSF (~140 mM) white."""
+SERIES_DESCRIPTION = "TSC map (mM) Parametric Map"
+BODY_PART = "BRAIN"
+
+
+def plane_positions(results: Results) -> list[hd.PlanePositionSequence]:
+    return [
+        hd.PlanePositionSequence(hd.CoordinateSystemNames.PATIENT, [float(v) for v in position])
+        for position in results.sodium.frame_positions_lps
+    ]
+
+
+def write_parametric_map(results: Results, path: Path, *, output: OutputIdentity = DEFAULT_OUTPUT) -> Dataset:
+    """Write the TSC map of ``results`` as a Parametric Map to ``path``; returns the dataset."""
+    identity = object_identity(results, ObjectKind.PARAMETRIC_MAP, output)
+    tsc = results.tsc_mM.astype(np.float32)
+    mapping = hd.pm.RealWorldValueMapping(
+        lut_label="TSC_mM",
+        lut_explanation="Total sodium concentration",
+        unit=MMOL_PER_L,
+        value_range=(float(tsc.min()), float(tsc.max())),
+        slope=1.0,
+        intercept=0.0,
+        quantity_definition=codes.DCM.Concentration,
+    )
+    sodium = results.sodium
+    parametric_map = hd.pm.ParametricMap(
+        source_images=list(sodium.datasets),
+        pixel_array=tsc,
+        series_instance_uid=identity.series_instance_uid,
+        series_number=identity.series_number,
+        sop_instance_uid=identity.sop_instance_uid,
+        instance_number=1,
+        manufacturer="sodium-node",
+        manufacturer_model_name="sodium-node TSC",
+        software_versions=identity.pipeline_version,
+        device_serial_number="1",
+        contains_recognizable_visual_features=False,
+        real_world_value_mappings=[mapping],
+        voi_lut_transformations=[
+            hd.VOILUTTransformation(
+                window_center=TSC_WINDOW_CENTER_MM,
+                window_width=TSC_WINDOW_WIDTH_MM,
+                window_explanation="TSC 0-140 mM",
+            )
+        ],
+        content_label="TSC",
+        content_description="Total sodium concentration (mM)",
+        pixel_measures=hd.PixelMeasuresSequence(
+            pixel_spacing=sodium.pixel_spacing_mm,
+            slice_thickness=sodium.slice_thickness_mm,
+            spacing_between_slices=sodium.slice_spacing_mm,
+        ),
+        plane_orientation=hd.PlaneOrientationSequence(
+            hd.CoordinateSystemNames.PATIENT,
+            [*sodium.row_direction.tolist(), *sodium.column_direction.tolist()],
+        ),
+        plane_positions=plane_positions(results),
+        series_description=SERIES_DESCRIPTION,
+    )
+    set_institution(parametric_map, identity)
+    parametric_map.BodyPartExamined = BODY_PART  # unpaired: no Laterality needed
+    path.parent.mkdir(parents=True, exist_ok=True)
+    parametric_map.save_as(path)
+    log.info("%s: Parametric Map %s written", path, identity.sop_instance_uid)
+    return parametric_map

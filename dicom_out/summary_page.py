@@ -1,0 +1,210 @@
+"""A one-page summary a person reads in any PACS: a Secondary Capture (RGB) rendered with Pillow.
+
+The page holds the TSC table beside the healthy controls of the paper (Brownlee et al., Table 2),
+the brain volumes, the QC verdicts with thumbnails of ``qc/*.png``, and a montage of the TSC map
+(0-140 mM) with a colour bar.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageDraw, ImageFont
+from pydicom.dataset import Dataset
+
+from dicom_out.identity import DEFAULT_OUTPUT, MANUFACTURER, OutputIdentity, object_identity, set_institution
+from dicom_out.parametric_map import BODY_PART, TSC_WINDOW_CENTER_MM, TSC_WINDOW_WIDTH_MM
+from dicom_out.results import Results
+from processing.measurements import Tissue, Verdict
+from sodium_node.config_models import ObjectKind
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = (1240, 1754)
+"""A4 at 150 dpi."""
+SERIES_DESCRIPTION = "TSC summary page"
+HEALTHY_CONTROLS_MM = {
+    Tissue.CORTICAL_GM: (40.63, 2.33),
+    Tissue.DEEP_GM: (34.83, 2.79),
+    Tissue.NAWM: (32.03, 3.44),
+}
+"""Mean (SD) TSC of the paper's healthy controls, Table 2."""
+TISSUE_NAMES = {
+    Tissue.CORTICAL_GM: "Cortical grey matter",
+    Tissue.DEEP_GM: "Deep grey matter",
+    Tissue.NAWM: "Normal-appearing white matter",
+    Tissue.LESION: "Lesions",
+    Tissue.CSF: "CSF (check, ~140)",
+}
+MONTAGE_SLICES = 12
+WHITE = (255, 255, 255)
+GREY = (160, 160, 160)
+BACKGROUND = (0, 0, 0)
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    for name in ("DejaVuSans.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"):
+        try:
+            return ImageFont.truetype(name, size)
+        except OSError:
+            continue
+    return ImageFont.load_default(size)
+
+
+def colour_map(values: npt.NDArray[np.floating]) -> npt.NDArray[np.uint8]:
+    """A perceptual-ish black-blue-red-yellow-white ramp over the TSC window (0-140 mM)."""
+    low = TSC_WINDOW_CENTER_MM - TSC_WINDOW_WIDTH_MM / 2
+    t = np.clip((values - low) / TSC_WINDOW_WIDTH_MM, 0.0, 1.0)
+    stops = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+    colours = np.array([[0, 0, 0], [40, 40, 200], [200, 40, 60], [250, 200, 40], [255, 255, 255]], float)
+    rgb = np.stack([np.interp(t, stops, colours[:, c]) for c in range(3)], axis=-1)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def _montage(results: Results, width: int) -> Image.Image:
+    tsc = results.tsc_mM
+    brain = sum(
+        (mask for tissue, mask in results.masks.items() if tissue is not Tissue.CSF), np.zeros_like(tsc)
+    )
+    occupied = np.flatnonzero(brain.reshape(brain.shape[0], -1).sum(axis=1) > 0)
+    first, last = (occupied[0], occupied[-1]) if occupied.size else (0, tsc.shape[0] - 1)
+    frames = np.linspace(first, last, MONTAGE_SLICES + 2).round().astype(int)[1:-1]
+    columns = 4
+    tile = width // columns
+    rows = (len(frames) + columns - 1) // columns
+    montage = Image.new("RGB", (tile * columns, tile * rows), BACKGROUND)
+    for index, frame in enumerate(frames):
+        picture = Image.fromarray(colour_map(tsc[frame])).resize((tile, tile), Image.Resampling.BILINEAR)
+        montage.paste(picture, ((index % columns) * tile, (index // columns) * tile))
+    return montage
+
+
+def _colour_bar(height: int) -> Image.Image:
+    low = TSC_WINDOW_CENTER_MM - TSC_WINDOW_WIDTH_MM / 2
+    values = np.linspace(low + TSC_WINDOW_WIDTH_MM, low, height)[:, None].repeat(30, axis=1)
+    bar = Image.new("RGB", (110, height), BACKGROUND)
+    bar.paste(Image.fromarray(colour_map(values)), (0, 0))
+    draw = ImageDraw.Draw(bar)
+    font = _font(20)
+    for fraction in (0.0, 0.25, 0.5, 0.75, 1.0):
+        y = int(fraction * (height - 1))
+        draw.text(
+            (36, max(0, min(height - 22, y - 10))),
+            f"{low + TSC_WINDOW_WIDTH_MM * (1 - fraction):.0f}",
+            fill=WHITE,
+            font=font,
+        )
+    return bar
+
+
+def render_summary(results: Results) -> Image.Image:
+    """The summary page as an RGB image."""
+    page = Image.new("RGB", PAGE_SIZE, BACKGROUND)
+    draw = ImageDraw.Draw(page)
+    title, text, small = _font(40), _font(24), _font(20)
+    m = results.measurements
+    source = results.sodium.first
+    draw.text((50, 40), "Total sodium concentration (TSC)", fill=WHITE, font=title)
+    draw.text(
+        (50, 100),
+        f"Patient {source.get('PatientName', '')}  ID {m.session.patient_id}  "
+        f"Study {source.get('StudyDate', '')}  "
+        f"Series {source.get('SeriesNumber', '')} {source.get('SeriesDescription', '')}",
+        fill=GREY,
+        font=small,
+    )
+    draw.text(
+        (50, 130),
+        f"sodium-node {m.pipeline_version}, PVC {m.pvc_method.value}, PSF FWHM {m.psf_fwhm_mm:.1f} mm. "
+        "Research use only.",
+        fill=GREY,
+        font=small,
+    )
+    y = 190
+    header = ("Tissue", "Mean (SD) mM", "Median", "Volume ml", "Healthy controls")
+    columns_x = (50, 470, 700, 830, 990)
+    for x, label in zip(columns_x, header, strict=True):
+        draw.text((x, y), label, fill=GREY, font=text)
+    y += 40
+    for measurement in m.tissues:
+        control = HEALTHY_CONTROLS_MM.get(measurement.tissue)
+        cells = (
+            TISSUE_NAMES[measurement.tissue],
+            f"{measurement.mean_mM:.2f} ({measurement.sd_mM:.2f})",
+            f"{measurement.median_mM:.2f}",
+            f"{measurement.volume_ml:.1f}",
+            f"{control[0]:.2f} ({control[1]:.2f})" if control else "-",
+        )
+        for x, cell in zip(columns_x, cells, strict=True):
+            draw.text((x, y), cell, fill=WHITE, font=text)
+        y += 36
+    v = m.volumes
+    y += 10
+    draw.text(
+        (50, y),
+        f"TIV {v.tiv_ml:.0f} ml   BPF {v.bpf:.3f}   GMF {v.gmf:.3f}   WMF {v.wmf:.3f}   "
+        f"T2LV {v.t2_lesion_ml:.1f} ml",
+        fill=WHITE,
+        font=text,
+    )
+    y += 60
+    montage = _montage(results, 1000)
+    page.paste(montage, (50, y))
+    page.paste(_colour_bar(montage.height), (1070, y))
+    draw.text((1070, y + montage.height + 5), "mM", fill=WHITE, font=small)
+    y += montage.height + 40
+    draw.text((50, y), "Quality control", fill=WHITE, font=text)
+    y += 36
+    thumbnails = {path.name: path for path in results.qc_pictures}
+    x = 50
+    for check in m.quality:
+        colour = (80, 220, 80) if check.verdict is Verdict.PASS else (240, 60, 60)
+        draw.text((x, y), f"{check.step}: {check.verdict.value.upper()}", fill=colour, font=small)
+        draw.text(
+            (x, y + 24),
+            f"{check.metric_name} {check.metric_value:.3g} (limit {check.limit:.3g})",
+            fill=GREY,
+            font=small,
+        )
+        picture_path = thumbnails.get(Path(check.picture).name) if check.picture else None
+        if picture_path is not None and y + 60 < PAGE_SIZE[1]:
+            with Image.open(picture_path) as picture:
+                thumbnail = picture.convert("RGB")
+                thumbnail.thumbnail((360, PAGE_SIZE[1] - y - 70))
+                page.paste(thumbnail, (x, y + 56))
+        x += 390
+        if x + 360 > PAGE_SIZE[0]:
+            break
+    return page
+
+
+def write_summary_page(results: Results, path: Path, *, output: OutputIdentity = DEFAULT_OUTPUT) -> Dataset:
+    """Render the summary page of ``results`` and write it as a Secondary Capture to ``path``."""
+    identity = object_identity(results, ObjectKind.SUMMARY, output)
+    pixels = np.asarray(render_summary(results), dtype=np.uint8)
+    image = hd.sc.SCImage.from_ref_dataset(
+        ref_dataset=results.sodium.first,
+        pixel_array=pixels,
+        photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
+        bits_allocated=8,
+        coordinate_system=hd.CoordinateSystemNames.PATIENT,
+        patient_orientation=("L", "P"),
+        series_instance_uid=identity.series_instance_uid,
+        series_number=identity.series_number,
+        sop_instance_uid=identity.sop_instance_uid,
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        series_description=SERIES_DESCRIPTION,
+    )
+    image.ConversionType = "WSD"
+    image.BodyPartExamined = BODY_PART
+    image.PatientOrientation = []  # a page has no orientation (Type 2: present, empty)
+    set_institution(image, identity)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save_as(path)
+    log.info("%s: summary page %s written", path, identity.sop_instance_uid)
+    return image
