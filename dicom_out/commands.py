@@ -1,15 +1,29 @@
-"""`sodium-node export`: write the DICOM objects of a processed session into a folder."""
+"""`sodium-node export | send | outbox`: write a processed session's DICOM objects, deliver them."""
 
 from __future__ import annotations
 
 import argparse
+import time
+from collections import Counter
 from pathlib import Path
 
-from dicom_out.export import export_results
+from dicom_out.delivery import DeliveryLock, deliver_once
+from dicom_out.export import export_results, read_export
 from dicom_out.identity import OutputIdentity
-from sodium_node.config import default_config_path, load_config
+from dicom_out.outbox import (
+    ItemState,
+    OutboxItem,
+    enqueue,
+    items_in,
+    outbox_status,
+    pending_items,
+    recover_outbox,
+)
+from sodium_node.config import NodeConfig, default_config_path, load_config
 
 EXIT_OK = 0
+EXIT_NOT_DELIVERED = 1
+POLL_S = 0.2
 
 
 def export_command(args: argparse.Namespace) -> int:
@@ -32,6 +46,92 @@ def export_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def outbox_status_lines(config: NodeConfig) -> list[str]:
+    """The outbox part of `sodium-node status` and `sodium-node outbox`."""
+    entries = outbox_status(config)
+    if not entries:
+        return ["outbox: empty"]
+    lines = ["outbox:"]
+    for entry in entries:
+        error = (
+            f"  last error: {entry.last_error}"
+            if entry.last_error and entry.state is ItemState.QUEUED
+            else ""
+        )
+        lines.append(
+            f"  {entry.destination:<16} {entry.state.value:<12} {entry.count:>5}"
+            f"  oldest {entry.oldest_age_s / 60:8.1f} min{error}"
+        )
+        lines += [f"    {item}" for item in entry.items]
+    return lines
+
+
+def _pending_of(config: NodeConfig, uids: set[str]) -> list[OutboxItem]:
+    return [item for item in pending_items(config) if item.sop_instance_uid in uids]
+
+
+def _next_due_s(items: list[OutboxItem]) -> float:
+    return max(0.0, min(item.next_attempt_at for item in items) - time.time()) if items else 0.0
+
+
+def send_command(args: argparse.Namespace) -> int:
+    config = load_config(Path(args.config) if args.config else default_config_path())
+    export_dir = Path(args.export_dir)
+    uids = {item.sop_instance_uid for item in read_export(export_dir)}
+    created = enqueue(export_dir, config)
+    print(f"{export_dir}: {len(created)} objects queued for {len(config.destinations)} destinations")
+    deadline = time.monotonic() + args.wait
+    lock = DeliveryLock(config)
+    delivering = lock.acquire(blocking=False)
+    if not delivering:
+        print("another deliverer (the node service) holds the outbox: waiting for it to send")
+    try:
+        if delivering:
+            recover_outbox(config)
+        while True:
+            if delivering:
+                for event in deliver_once(config).events:
+                    detail = f"  ({event.detail})" if event.detail else ""
+                    print(
+                        f"{event.destination:<16} {event.outcome.value:<17} {event.kind.value:<15} "
+                        f"{event.sop_instance_uid}{detail}"
+                    )
+            pending = _pending_of(config, uids)
+            if not pending or time.monotonic() >= deadline:
+                break
+            time.sleep(min(max(POLL_S, _next_due_s(pending)), max(0.0, deadline - time.monotonic())))
+    finally:
+        if delivering:
+            lock.release()
+    return _print_where(config, uids)
+
+
+def _print_where(config: NodeConfig, uids: set[str]) -> int:
+    """What went where: per destination, state and kind, the count of this export's objects."""
+    complete = True
+    for destination in config.destinations:
+        for state in ItemState:
+            kinds = Counter(
+                item.kind.value
+                for item in items_in(config, destination.name, state)
+                if item.sop_instance_uid in uids
+            )
+            if not kinds:
+                continue
+            if state in (ItemState.QUEUED, ItemState.SENDING, ItemState.DEAD_LETTER):
+                complete = False
+            listed = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
+            print(f"{destination.name:<16} {state.value:<12} {listed}")
+    return EXIT_OK if complete else EXIT_NOT_DELIVERED
+
+
+def outbox_command(args: argparse.Namespace) -> int:
+    config = load_config(Path(args.config) if args.config else default_config_path())
+    for line in outbox_status_lines(config):
+        print(line)
+    return EXIT_OK
+
+
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser("export", help="write the DICOM objects of a results folder")
     parser.add_argument("results_dir", metavar="RESULTS_DIR", help="a processed session's results folder")
@@ -41,3 +141,19 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("out_dir", metavar="OUT_DIR", help="where the objects are written")
     parser.add_argument("--config", help="config file (default: the shipped config.toml)")
     parser.set_defaults(handler=export_command)
+
+    parser = commands.add_parser("send", help="queue an export folder for every destination and deliver it")
+    parser.add_argument("export_dir", metavar="EXPORT_DIR", help="a folder written by sodium-node export")
+    parser.add_argument("--config", help="config file (default: the shipped config.toml)")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="keep delivering (retries included) at most this long; what is left stays queued (default 60)",
+    )
+    parser.set_defaults(handler=send_command)
+
+    parser = commands.add_parser("outbox", help="list the outbox and dead letter items per destination")
+    parser.add_argument("--config", help="config file (default: the shipped config.toml)")
+    parser.set_defaults(handler=outbox_command)

@@ -9,14 +9,16 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from dicom_out.commands import outbox_status_lines
 from node.classify import classify_folder
 from node.importer import import_folder
 from node.index import InstanceState
 from node.jobs import JobQueue
+from node.processing_runner import ProcessingRunner
 from node.receive import Receiver
 from node.service import NodeService, open_index
 from node.sessions import SessionState, all_session_ids, evaluate_session, set_session_state
-from node.worker import InventoryRunner
+from processing.settings import settings_from_config
 from sodium_node.config import NodeConfig, default_config_path, load_config
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,7 @@ def _configure_log_file(config: NodeConfig) -> None:
 def serve(args: argparse.Namespace) -> int:
     config = _config(args)
     _configure_log_file(config)
-    service = NodeService(config, InventoryRunner(), port=args.port)
+    service = NodeService(config, ProcessingRunner(settings_from_config(config.processing)), port=args.port)
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -123,6 +125,8 @@ def status_command(args: argparse.Namespace) -> int:
             )
         for job_id, state, attempts, error in queue.jobs_of(session_id):
             print(f"  job {job_id}  {state.value}  attempts {attempts}{'  ' + error if error else ''}")
+    for line in outbox_status_lines(config):
+        print(line)
     return EXIT_OK
 
 

@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "node.commands",
     "processing.commands",
     "dicom_out.commands",
+    "sodium_node.process_command",
 )
 """Modules whose ``add_commands(subparsers)`` registers subcommands, in help order."""
 

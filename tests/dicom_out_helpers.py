@@ -6,11 +6,20 @@ fractions there, so the tests need not wait for the processing pipeline.
 
 from __future__ import annotations
 
+import json
+import threading
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from node_helpers import free_port, write_node_config
 from PIL import Image, ImageDraw
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE, evt
 
 from processing.measurements import (
     BrainVolumes,
@@ -24,6 +33,7 @@ from processing.measurements import (
     write_measurements,
 )
 from simulator.session import SimulatedSession
+from sodium_node.config_models import ObjectKind
 
 PIPELINE_VERSION = "0.1.0-test"
 MASK_THRESHOLD = 0.5
@@ -125,3 +135,73 @@ def build_results_folder(session: SimulatedSession, folder: Path) -> Path:
     )
     write_measurements(measurements, folder)
     return folder
+
+
+@dataclass(frozen=True)
+class DestinationSpec:
+    """One [[destinations]] table of a test config: tiny back-offs so that retries take < 1 s."""
+
+    name: str
+    port: int
+    accepts: tuple[ObjectKind, ...] = tuple(ObjectKind)
+    ae_title: str = "TEST_PACS"
+    initial_backoff_s: float = 0.2
+    max_backoff_s: float = 1.0
+    max_age_hours: float = 1.0
+    storage_commitment: bool = False
+
+    def toml(self) -> str:
+        return (
+            "[[destinations]]\n"
+            f'name = "{self.name}"\nae_title = "{self.ae_title}"\nhost = "127.0.0.1"\nport = {self.port}\n'
+            f"accepts = {json.dumps([kind.value for kind in self.accepts])}\n"
+            f"storage_commitment = {str(self.storage_commitment).lower()}\n"
+            "[destinations.tls]\nenabled = false\n"
+            f"[destinations.retry]\ninitial_backoff_s = {self.initial_backoff_s!r}\n"
+            f"max_backoff_s = {self.max_backoff_s!r}\nmax_age_hours = {self.max_age_hours!r}\n\n"
+        )
+
+
+def write_delivery_config(folder: Path, destinations: Iterable[DestinationSpec]) -> Path:
+    """The shipped config with the node's state under ``folder`` and these [[destinations]]."""
+    path = write_node_config(folder, port=free_port())
+    text = path.read_text()
+    start, end = text.index("\n[[destinations]]\n") + 1, text.index("\n[logging]\n") + 1
+    path.write_text(text[:start] + "".join(spec.toml() for spec in destinations) + text[end:])
+    return path
+
+
+@dataclass
+class ReceivedObjects:
+    """What a test SCP stored: every SOP Instance UID in arrival order, with its SOP Class UID."""
+
+    arrivals: list[tuple[str, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def counts(self) -> Counter[str]:
+        with self.lock:
+            return Counter(uid for uid, _ in self.arrivals)
+
+
+@contextmanager
+def store_scp(
+    port: int, sop_classes: Iterable[str], *, ae_title: str = "TEST_PACS"
+) -> Iterator[ReceivedObjects]:
+    """An in-process Storage SCP on 127.0.0.1:``port`` supporting only ``sop_classes``; always stopped."""
+    received = ReceivedObjects()
+
+    def on_store(event: evt.Event) -> int:
+        dataset = event.dataset
+        with received.lock:
+            received.arrivals.append((str(dataset.SOPInstanceUID), str(dataset.SOPClassUID)))
+        return 0x0000
+
+    ae = AE(ae_title=ae_title)
+    for sop_class in sorted(set(sop_classes)):
+        ae.add_supported_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert server is not None
+    try:
+        yield received
+    finally:
+        server.shutdown()

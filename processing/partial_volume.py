@@ -1,0 +1,152 @@
+"""Partial-volume and CSF correction of the TSC map, given PSF-scaled tissue maps in sodium space.
+
+A sodium voxel v reads y_v = sum_t c_t R_t(v) + noise, where R_t is tissue t's PSF-scaled
+fraction (``psf_resampling``) and c_t its true concentration. The tissues are the measured ones
+(cortical GM, deep GM, NAWM, lesions, CSF), any nuisance compartment inside the skull (e.g. WM
+excluded around lesions), and ``extracranial`` = 1 - (sum of the intracranial maps): skull and scalp,
+whose sodium spills into the cortex.
+
+Methods (``PvcMethod``):
+
+- ``gtm``, geometric transfer matrix in its least-squares form (Rousset et al. 1998, with the
+  regional weights equal to the spread functions): minimise sum_v (y_v - sum_t c_t R_t(v))^2 over
+  the fit region (voxels at least ``GTM_MIN_INTRACRANIAL`` intracranial) for all c_t at once,
+  CSF and extracranial included. Unbiased when the segmentation, the registration and the PSF are
+  right; the per-voxel view reported beside it (SD, median) is the partition of each voxel with
+  every other compartment at its GTM value: (y_v - sum_{s != t} c_s R_s(v)) / R_t(v).
+- ``paper``, the published method: the voxel-wise partition-based CSF correction
+  TSC_tissue = (TSC - f_CSF x csf_tsc_mM) / (1 - f_CSF) with f_CSF the PSF-scaled CSF fraction,
+  then each tissue's probability-weighted mean over its voxels. Thresholds: voxels with
+  f_CSF <= ``PAPER_MAX_CSF_FRACTION`` (0.5: the division amplifies noise by 1 / (1 - f_CSF), at most
+  2x) whose parenchyma is mostly the tissue (R_t / (1 - f_CSF) >= ``MIN_TISSUE_SHARE``, 0.5).
+  Spill-over between grey and white matter, and from skull and scalp, is left in.
+- ``none``: the probability-weighted mean of the calibrated map over voxels with
+  R_t >= ``MIN_TISSUE_SHARE``: shows the size of the partial-volume bias (CSF at 140 mM raises the
+  cortex most).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from processing.volume import Volume
+from sodium_node.errors import SegmentationError
+
+log = logging.getLogger(__name__)
+
+EXTRACRANIAL = "extracranial"
+CSF = "csf"
+GTM_MIN_INTRACRANIAL = 0.3
+"""Fit region of the GTM: the voxel is at least 30 % inside the skull (PSF-scaled). Farther out the
+single extracranial compartment stands for skull, scalp and air at once and fits worse."""
+PAPER_MAX_CSF_FRACTION = 0.5
+MIN_TISSUE_SHARE = 0.5
+MIN_VOXELS = 3
+"""A tissue measured on fewer sodium voxels is reported as absent rather than as a number."""
+
+BoolArray = npt.NDArray[np.bool_]
+Float64Array = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class VoxelEstimates:
+    """Per-voxel estimates of one tissue's TSC (mM) with their weights, and the tissue's mean."""
+
+    mean_mM: float
+    values_mM: Float64Array
+    weights: Float64Array
+
+
+def _stacked(fractions: Mapping[str, Volume]) -> tuple[list[str], Float64Array]:
+    names = list(fractions)
+    stack = np.stack([np.asarray(fractions[name].data, dtype=np.float64) for name in names])
+    return names, stack
+
+
+def extracranial_fraction(fractions_in_sodium_space: Mapping[str, Volume]) -> Float64Array:
+    """1 - sum of the intracranial compartments' PSF-scaled fractions (clipped to 0..1)."""
+    _, stack = _stacked(fractions_in_sodium_space)
+    return np.asarray(np.clip(1.0 - stack.sum(axis=0), 0.0, 1.0))
+
+
+def gtm_concentrations(tsc_mM: Volume, fractions_in_sodium_space: Mapping[str, Volume]) -> dict[str, float]:
+    """Least-squares GTM: each compartment's concentration (mM), ``extracranial`` included."""
+    names, stack = _stacked(fractions_in_sodium_space)
+    intracranial = stack.sum(axis=0)
+    region = intracranial >= GTM_MIN_INTRACRANIAL
+    if int(region.sum()) < 10 * (len(names) + 1):
+        raise SegmentationError(
+            f"the tissue maps cover only {int(region.sum())} sodium voxels at >= {GTM_MIN_INTRACRANIAL:.0%} "
+            "intracranial: the segmentation does not overlap the sodium field of view"
+        )
+    design = np.concatenate([stack[:, region], np.clip(1.0 - intracranial[region], 0.0, 1.0)[None]]).T
+    observed = np.asarray(tsc_mM.data, dtype=np.float64)[region]
+    coefficients, _, rank, _ = np.linalg.lstsq(design, observed, rcond=None)
+    if rank < design.shape[1]:
+        log.warning("GTM: the transfer matrix is rank deficient (%d of %d)", rank, design.shape[1])
+    return dict(zip([*names, EXTRACRANIAL], (float(c) for c in coefficients), strict=True))
+
+
+def gtm_voxel_estimates(
+    tsc_mM: Volume, fractions_in_sodium_space: Mapping[str, Volume], concentrations_mM: Mapping[str, float]
+) -> dict[str, VoxelEstimates]:
+    """Each voxel partitioned with every other compartment at its GTM concentration."""
+    names, stack = _stacked(fractions_in_sodium_space)
+    observed = np.asarray(tsc_mM.data, dtype=np.float64)
+    extracranial = np.clip(1.0 - stack.sum(axis=0), 0.0, 1.0)
+    modelled = np.tensordot(np.array([concentrations_mM[n] for n in names]), stack, axes=1)
+    modelled += concentrations_mM[EXTRACRANIAL] * extracranial
+    estimates: dict[str, VoxelEstimates] = {}
+    for index, name in enumerate(names):
+        fraction = stack[index]
+        selected = fraction >= MIN_TISSUE_SHARE
+        others = modelled[selected] - concentrations_mM[name] * fraction[selected]
+        values = (observed[selected] - others) / fraction[selected]
+        estimates[name] = VoxelEstimates(concentrations_mM[name], values, fraction[selected])
+    return estimates
+
+
+def paper_voxel_estimates(
+    tsc_mM: Volume, fractions_in_sodium_space: Mapping[str, Volume], *, csf_tsc_mM: float
+) -> dict[str, VoxelEstimates]:
+    """Partition-based CSF correction per voxel, then probability-weighted means (see module doc)."""
+    if CSF not in fractions_in_sodium_space:
+        raise SegmentationError("the paper's CSF correction needs a CSF probability map")
+    observed = np.asarray(tsc_mM.data, dtype=np.float64)
+    csf = np.asarray(fractions_in_sodium_space[CSF].data, dtype=np.float64)
+    usable = csf <= PAPER_MAX_CSF_FRACTION
+    corrected = np.where(usable, (observed - csf * csf_tsc_mM) / np.maximum(1.0 - csf, 1e-6), np.nan)
+    estimates: dict[str, VoxelEstimates] = {}
+    for name, volume in fractions_in_sodium_space.items():
+        fraction = np.asarray(volume.data, dtype=np.float64)
+        if name == CSF:
+            selected = fraction >= MIN_TISSUE_SHARE
+            values = observed[selected]
+        else:
+            selected = usable & (fraction / np.maximum(1.0 - csf, 1e-6) >= MIN_TISSUE_SHARE)
+            values = corrected[selected]
+        estimates[name] = _weighted(values, fraction[selected])
+    return estimates
+
+
+def naive_voxel_estimates(
+    tsc_mM: Volume, fractions_in_sodium_space: Mapping[str, Volume]
+) -> dict[str, VoxelEstimates]:
+    """Probability-weighted means of the calibrated map, no correction."""
+    observed = np.asarray(tsc_mM.data, dtype=np.float64)
+    estimates: dict[str, VoxelEstimates] = {}
+    for name, volume in fractions_in_sodium_space.items():
+        fraction = np.asarray(volume.data, dtype=np.float64)
+        selected = fraction >= MIN_TISSUE_SHARE
+        estimates[name] = _weighted(observed[selected], fraction[selected])
+    return estimates
+
+
+def _weighted(values: Float64Array, weights: Float64Array) -> VoxelEstimates:
+    mean = float(np.sum(values * weights) / np.sum(weights)) if values.size >= MIN_VOXELS else float("nan")
+    return VoxelEstimates(mean, values, weights)

@@ -1,0 +1,293 @@
+"""The whole processing of one session: DICOM files in, ``measurements.json`` and maps out.
+
+load -> calibrate -> register -> segment -> resample (PSF) -> partial-volume correction -> measure
+-> write. Each step is one function of the modules beside this one; this module only composes
+them, times them, and writes the results folder (layout in ``processing.measurements``).
+
+Nothing that looks like a result is written before every step has passed: QC pictures go to
+``qc/`` as the steps run (they explain a failure), but the TSC map, the masks, ``provenance.json``
+and, last, ``measurements.json`` are written only at the end. A stale ``measurements.json`` in the
+output folder is removed first, so a failed re-run cannot leave an old result behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from tqdm import tqdm
+
+from processing.calibration import Calibration, calibrate
+from processing.dicom_series import LoadedSeries, load_series
+from processing.lesion_masks import LesionMasks, read_lesion_seg
+from processing.measurements import (
+    MEASUREMENTS_FILE,
+    Measurements,
+    QualityCheck,
+    SessionReference,
+    Tissue,
+    Verdict,
+    write_measurements,
+)
+from processing.nifti_io import read_volume, write_volume
+from processing.provenance import write_provenance
+from processing.psf_resampling import resample_masks_to_sodium
+from processing.registration import RegistrationChain, register_chain
+from processing.segmentation.builtin import segment_builtin
+from processing.segmentation.external import read_external_maps, run_segmentation_command
+from processing.segmentation.tissue_maps import TissueMaps, brain_volumes, compartments
+from processing.session_series import SessionSeries
+from processing.settings import ProcessingSettings, SegmentationSource
+from processing.tissue_tsc import measure_tissues
+from processing.volume import Volume
+from sodium_node import __version__
+from sodium_node.errors import CalibrationError, LoadError, SegmentationError
+
+log = logging.getLogger(__name__)
+
+STEPS = ("load", "calibrate", "register", "segment", "resample", "measure", "write")
+MIN_FOV_COVERAGE = 0.8
+"""Share of the segmented intracranial volume that must fall inside the sodium field of view."""
+MIN_BRAIN_SIGNAL_RATIO = 3.0
+"""Sodium image: the 99th percentile must exceed this multiple of the median (air, noise floor)."""
+
+
+@dataclass(frozen=True)
+class StepTimer:
+    seconds: dict[str, float]
+    bar: tqdm
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        self.bar.set_description(name)
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - start
+        log.info("step %s: %.1f s", name, self.seconds[name])
+        self.bar.update(1)
+
+
+def _load(paths: tuple[Path, ...], role: str) -> LoadedSeries:
+    if not paths:
+        raise LoadError(f"session: no {role} series")
+    return load_series(list(paths))
+
+
+def _check_sodium_signal(sodium: Volume, name: str) -> None:
+    data = np.asarray(sodium.data, dtype=np.float64)
+    high, floor = float(np.percentile(data, 99)), float(np.median(np.abs(data)))
+    if not np.isfinite(high) or high <= MIN_BRAIN_SIGNAL_RATIO * max(floor, 1e-12):
+        raise CalibrationError(
+            f"{name}: no sodium signal (99th percentile {high:.4g} vs median {floor:.4g}): "
+            "check the coil, the nucleus and the transmit calibration"
+        )
+
+
+def _session_reference(
+    series: SessionSeries, loaded: dict[str, LoadedSeries], lesion_uid: str | None
+) -> SessionReference:
+    first = pydicom.dcmread(series.sodium[0], stop_before_pixels=True)
+    sodium = loaded["sodium"].header
+    return SessionReference(
+        patient_id=str(first.get("PatientID", "")),
+        issuer_of_patient_id=str(first.get("IssuerOfPatientID", "")),
+        sodium_study_instance_uid=sodium.study_instance_uid,
+        sodium_series_instance_uid=sodium.series_instance_uid,
+        sodium_frame_of_reference_uid=sodium.frame_of_reference_uid,
+        t1_series_instance_uid=loaded["t1_3d"].header.series_instance_uid,
+        lesion_seg_series_instance_uid=lesion_uid,
+    )
+
+
+def _lesions(series: SessionSeries, t1: Volume) -> tuple[LesionMasks | None, Volume | None]:
+    """The SEG's masks, or a NIfTI T2-lesion mask, or nothing (healthy control)."""
+    if series.lesion_seg:
+        masks = read_lesion_seg(series.lesion_seg[0], t1=t1)
+        return masks, masks.t2_hyperintense
+    if series.lesion_mask_nifti is not None:
+        mask = read_volume(series.lesion_mask_nifti, space="t1", unit="fraction")
+        if mask.shape != t1.shape or not np.allclose(mask.affine_ras, t1.affine_ras, atol=1e-2):
+            raise SegmentationError(
+                f"lesion mask {series.lesion_mask_nifti}: not on the 3D T1's grid (another frame of "
+                "reference or resolution); coregister it to the 3D T1"
+            )
+        return None, mask.with_data(
+            (mask.data > 0.5).astype(np.float32), scaling=mask.scaling, unit="fraction"
+        )
+    return None, None
+
+
+def _segment(
+    series: SessionSeries, settings: ProcessingSettings, *, t1: Volume, t2_lesions: Volume | None, work: Path
+) -> TissueMaps:
+    if settings.segmentation is SegmentationSource.BUILTIN:
+        return segment_builtin(t1, t2_lesions=t2_lesions)
+    if series.segmentation_folder is not None:
+        return read_external_maps(
+            series.segmentation_folder, t1=t1, source=f"external:{series.segmentation_folder.name}"
+        )
+    if settings.segmentation_command:
+        return run_segmentation_command(settings.segmentation_command, t1=t1, work_folder=work)
+    raise SegmentationError(
+        "segmentation is external but neither tissue maps came with the session nor "
+        "processing.segmentation_command is set"
+    )
+
+
+def _quality(
+    calibration: Calibration,
+    chain: RegistrationChain,
+    settings: ProcessingSettings,
+    out_dir: Path,
+    coverage: float,
+) -> tuple[QualityCheck, ...]:
+    def relative(path: Path | None) -> str | None:
+        return None if path is None else str(path.relative_to(out_dir))
+
+    low = min(settings.phantom_concentrations_mM)
+    checks = [
+        QualityCheck(
+            "calibration",
+            Verdict.PASS,
+            "zero_offset_mM",
+            abs(calibration.qc.zero_offset_mM or 0.0),
+            0.5 * low,
+            relative(calibration.qc.picture),
+        )
+    ]
+    checks += [
+        QualityCheck(
+            step.name,
+            Verdict.PASS,
+            "mutual_information_nats",
+            step.mutual_information,
+            settings.registration.qc_min_mutual_information,
+            relative(step.qc_picture),
+        )
+        for step in chain.steps
+    ]
+    checks.append(
+        QualityCheck("segmentation_in_sodium_fov", Verdict.PASS, "coverage", coverage, MIN_FOV_COVERAGE)
+    )
+    return tuple(checks)
+
+
+def process_session(
+    series: SessionSeries, out_dir: Path, settings: ProcessingSettings, *, progress: bool = False
+) -> Measurements:
+    """Run every step on ``series`` and write the results folder ``out_dir``; see the module doc."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MEASUREMENTS_FILE).unlink(missing_ok=True)
+    qc_folder = out_dir / "qc"
+    qc_folder.mkdir(exist_ok=True)
+    with tqdm(total=len(STEPS), disable=not progress, unit="step") as bar:
+        timer = StepTimer({}, bar)
+        with timer.step("load"):
+            loaded = {
+                role: _load(paths, role)
+                for role, paths in series.dicom_inputs().items()
+                if role != "lesion_seg"
+            }
+            sodium, t1 = loaded["sodium"].echo(1), loaded["t1_3d"].echo(1)
+            _check_sodium_signal(sodium, loaded["sodium"].header.name)
+        with timer.step("calibrate"):
+            receive_field = None
+            if settings.receive_field_correction:
+                if series.receive_field_nifti is None:
+                    raise CalibrationError(
+                        "processing.receive_field_correction is on but no receive-field map came with the "
+                        "session; supply one or turn the setting off"
+                    )
+                receive_field = read_volume(series.receive_field_nifti, space="sodium")
+            calibration = calibrate(
+                sodium,
+                concentrations_mM=settings.phantom_concentrations_mM,
+                erosion_voxels=settings.phantom_erosion_voxels,
+                receive_field=receive_field,
+                qc_picture_path=qc_folder / "calibration.png",
+                series_name=loaded["sodium"].header.name,
+            )
+        with timer.step("register"):
+            chain = register_chain(
+                sodium=sodium,
+                body_pd=loaded["body_coil_pdt2"].echo(1),
+                head_pd=loaded["head_coil_pdt2"].echo(1),
+                t1=t1,
+                settings=settings.registration,
+                qc_folder=qc_folder,
+            )
+        with timer.step("segment"), tempfile.TemporaryDirectory(prefix="sodium-seg-") as work:
+            lesion_masks, t2_lesions = _lesions(series, t1)
+            maps = _segment(series, settings, t1=t1, t2_lesions=t2_lesions, work=Path(work))
+            t1_name = loaded["t1_3d"].header.name
+            volumes = brain_volumes(
+                maps,
+                t2_lesions=t2_lesions,
+                t1_lesions=None if lesion_masks is None else lesion_masks.t1_hypointense,
+                t1_series=t1_name,
+            )
+            model = compartments(maps, t2_lesions=t2_lesions, lesion_dilation_mm=settings.lesion_dilation_mm)
+        with timer.step("resample"):
+            psf_fwhm_mm = settings.psf_fwhm_factor * float(np.mean(sodium.voxel_size_mm))
+            in_sodium = resample_masks_to_sodium(
+                model,
+                sodium_grid=calibration.tsc_mM,
+                t1_to_sodium=chain.t1_to_sodium,
+                psf_fwhm_mm=psf_fwhm_mm,
+            )
+            coverage = _fov_coverage(model, in_sodium)
+            if coverage < MIN_FOV_COVERAGE:
+                raise SegmentationError(
+                    f"segmentation of {t1_name}: only {coverage:.0%} of the intracranial volume falls "
+                    f"inside the sodium field of view of {loaded['sodium'].header.name} "
+                    f"(minimum {MIN_FOV_COVERAGE:.0%}): "
+                    "wrong session, or a failed registration"
+                )
+        with timer.step("measure"):
+            tissues = measure_tissues(
+                calibration.tsc_mM, in_sodium, method=settings.pvc_method, csf_tsc_mM=settings.csf_tsc_mM
+            )
+        with timer.step("write"):
+            files = {"tsc_map": "tsc_mM.nii.gz"}
+            write_volume(calibration.tsc_mM, out_dir / files["tsc_map"])
+            for tissue in Tissue:
+                if tissue.value in in_sodium:
+                    files[f"mask_{tissue.value}"] = f"mask_{tissue.value}.nii.gz"
+                    write_volume(in_sodium[tissue.value], out_dir / files[f"mask_{tissue.value}"])
+            quality = _quality(calibration, chain, settings, out_dir, coverage)
+            for check in quality:
+                if check.picture is not None:
+                    files[f"qc_{check.step}"] = check.picture
+            files["provenance"] = "provenance.json"
+            measurements = Measurements(
+                session=_session_reference(
+                    series, loaded, None if lesion_masks is None else lesion_masks.series_instance_uid
+                ),
+                pipeline_version=__version__,
+                segmentation=maps.source,
+                pvc_method=settings.pvc_method,
+                psf_fwhm_mm=psf_fwhm_mm,
+                csf_tsc_mM=settings.csf_tsc_mM,
+                tissues=tissues,
+                volumes=volumes,
+                quality=quality,
+                files=files,
+            )
+            write_provenance(series, settings, out_dir / files["provenance"], step_seconds=timer.seconds)
+            write_measurements(measurements, out_dir)
+    return measurements
+
+
+def _fov_coverage(model: dict[str, Volume], in_sodium: dict[str, Volume]) -> float:
+    def ml(volume: Volume) -> float:
+        return float(np.sum(volume.data, dtype=np.float64)) * float(np.prod(volume.voxel_size_mm)) / 1000.0
+
+    t1_ml = sum(ml(v) for v in model.values())
+    return sum(ml(v) for v in in_sodium.values()) / t1_ml if t1_ml > 0 else 0.0

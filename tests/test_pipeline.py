@@ -1,0 +1,208 @@
+"""The whole processing on a simulated session: the node's runner (builtin segmentation) and the
+pipeline with an external segmentation (the simulator's true maps), plus bad inputs that must stop
+the job before anything that looks like a result is written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+from node.jobs import JobInstance, JobSeries, JobSession
+from node.processing_runner import RESULTS_FOLDER, ProcessingRunner
+from processing.dicom_series import load_series
+from processing.lesion_masks import read_lesion_seg
+from processing.measurements import MEASUREMENTS_FILE, PvcMethod, Tissue, read_measurements
+from processing.partial_volume import gtm_concentrations
+from processing.pipeline import process_session
+from processing.psf_resampling import resample_masks_to_sodium
+from processing.segmentation.builtin import segment_builtin
+from processing.session_series import SessionSeries
+from processing.settings import ProcessingSettings, SegmentationSource
+from processing.transforms import RigidTransform
+from processing.volume import Scaling
+from simulator.session import SimulatedSession
+from sodium_node.config_models import Role
+from sodium_node.errors import CalibrationError, SegmentationError
+
+ROLE_KEYS = {
+    Role.SODIUM: "sodium",
+    Role.BODY_COIL_PDT2: "pd_t2_body",
+    Role.HEAD_COIL_PDT2: "pd_t2_head",
+    Role.T1_3D: "t1_3d",
+    Role.LESION_SEG: "lesion_seg",
+}
+EXTERNAL_GTM_TOLERANCE_MM = 2.5
+"""True segmentation, registered chain, noisy image with the default +-10 % receive field (not
+corrected): the field alone moves tissue means by up to ~2 mM (docs/processing.md), calibration
+noise ~1 mM at 40 mM; measured errors on this session are printed."""
+
+
+def series_of(session: SimulatedSession, **extra: object) -> SessionSeries:
+    files = session.series_files
+    return SessionSeries(
+        sodium=tuple(files["sodium"]),
+        body_coil_pdt2=tuple(files["pd_t2_body"]),
+        head_coil_pdt2=tuple(files["pd_t2_head"]),
+        t1_3d=tuple(files["t1_3d"]),
+        lesion_seg=tuple(files.get("lesion_seg", ())),
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def external_maps_from_truth(session: SimulatedSession, folder: Path) -> Path:
+    truth = session.folder / "ground_truth/t1_space"
+
+    def load(*names: str) -> tuple[np.ndarray, np.ndarray]:
+        images = [nib.nifti1.load(truth / f"prob_{name}.nii.gz") for name in names]
+        return np.sum([np.asarray(i.get_fdata(), np.float32) for i in images], axis=0), images[0].affine
+
+    folder.mkdir(parents=True)
+    for name, parts in {
+        "gm": ("cgm", "dgm"),
+        "dgm": ("dgm",),
+        "wm": ("nawm", "lesion_t1_iso", "lesion_t1_hypo"),
+        "csf": ("csf",),
+    }.items():
+        data, affine = load(*parts)
+        nib.save(nib.Nifti1Image(np.clip(data, 0, 1).astype(np.float32), affine), folder / f"{name}.nii.gz")
+    return folder
+
+
+def truth_mM(session: SimulatedSession) -> dict[Tissue, float]:
+    tissues = session.ground_truth["tissues"]
+    truth = {
+        t: float(tissues[t.value]["tsc_true_mM"]) for t in (Tissue.CORTICAL_GM, Tissue.DEEP_GM, Tissue.NAWM)
+    }
+    truth[Tissue.CSF] = 140.0
+    truth[Tissue.LESION] = float(session.ground_truth["lesions"]["tsc_all_t2_lesions_mM"])
+    return truth
+
+
+def test_runner_processes_a_job_folder(tmp_path: Path, classic_session: SimulatedSession) -> None:
+    """A job-like folder (role/series/instance hard links, as the node builds them), builtin
+    segmentation, default settings: the results folder holds a complete, readable result."""
+    job_folder = tmp_path / "job"
+    series: dict[Role, JobSeries] = {}
+    for role, key in ROLE_KEYS.items():
+        instances = []
+        for path in classic_session.series_files[key]:
+            dataset = pydicom.dcmread(path, stop_before_pixels=True)
+            target = (
+                job_folder / role.value / str(dataset.SeriesInstanceUID) / f"{dataset.SOPInstanceUID}.dcm"
+            )
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+            instances.append(JobInstance(str(dataset.SOPInstanceUID), "", target))
+        series[role] = JobSeries(role, str(dataset.SeriesInstanceUID), "", None, "", True, tuple(instances))
+    session = JobSession("job-1", "session-1", "P1", "", False, "", series)
+    ProcessingRunner(ProcessingSettings()).run(job_folder, session)
+
+    results = job_folder / RESULTS_FOLDER
+    measurements = read_measurements(results)
+    assert measurements.segmentation == "builtin" and measurements.pvc_method is PvcMethod.GTM
+    assert {t.tissue for t in measurements.tissues} == set(Tissue)
+    for role_file in measurements.files.values():
+        assert (results / role_file).is_file(), role_file
+    assert measurements.all_checks_passed
+    assert measurements.volumes.t2_lesion_ml > 0 and measurements.volumes.t1_lesion_ml is not None
+    provenance = json.loads((results / "provenance.json").read_text())
+    assert len(provenance["inputs"]["sodium"]) == len(classic_session.series_files["sodium"])
+    assert all(len(item["sha256"]) == 64 for item in provenance["inputs"]["t1_3d"])
+    truth = truth_mM(classic_session)
+    for tissue in measurements.tissues:
+        print(f"builtin {tissue.tissue.value}: {tissue.mean_mM - truth[tissue.tissue]:+.2f} mM vs truth")
+
+
+def test_pipeline_with_external_true_segmentation(tmp_path: Path, classic_session: SimulatedSession) -> None:
+    maps = external_maps_from_truth(classic_session, tmp_path / "maps")
+    settings = ProcessingSettings(segmentation=SegmentationSource.EXTERNAL, pvc_method=PvcMethod.GTM)
+    measurements = process_session(
+        series_of(classic_session, segmentation_folder=maps), tmp_path / "out", settings
+    )
+    assert measurements.segmentation == "external:maps"
+    truth = truth_mM(classic_session)
+    volumes = classic_session.ground_truth["volumes"]
+    assert measurements.volumes.tiv_ml == pytest.approx(volumes["tiv_ml"], rel=0.01)
+    assert measurements.volumes.bpf == pytest.approx(volumes["bpf"], abs=0.01)
+    for tissue in measurements.tissues:
+        print(f"external truth {tissue.tissue.value}: {tissue.mean_mM - truth[tissue.tissue]:+.2f} mM")
+    by_tissue = {m.tissue: m for m in measurements.tissues}
+    for main in (Tissue.CORTICAL_GM, Tissue.DEEP_GM, Tissue.NAWM):
+        assert by_tissue[main].mean_mM == pytest.approx(truth[main], abs=EXTERNAL_GTM_TOLERANCE_MM)
+
+
+def test_sodium_without_signal_stops_before_any_result(
+    tmp_path: Path, classic_session: SimulatedSession
+) -> None:
+    silent = []
+    for path in classic_session.series_files["sodium"]:
+        dataset = pydicom.dcmread(path)
+        pixels = dataset.pixel_array
+        dataset.PixelData = np.zeros_like(pixels).tobytes()
+        target = tmp_path / "silent" / path.name
+        target.parent.mkdir(exist_ok=True)
+        dataset.save_as(target)
+        silent.append(target)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MEASUREMENTS_FILE).write_text("{}")
+    with pytest.raises(CalibrationError, match="no sodium signal"):
+        process_session(
+            SessionSeries(
+                sodium=tuple(silent),
+                body_coil_pdt2=tuple(classic_session.series_files["pd_t2_body"]),
+                head_coil_pdt2=tuple(classic_session.series_files["pd_t2_head"]),
+                t1_3d=tuple(classic_session.series_files["t1_3d"]),
+            ),
+            out,
+            ProcessingSettings(),
+        )
+    assert not (out / MEASUREMENTS_FILE).exists(), "a stale result must not survive a failed run"
+    assert not (out / "tsc_mM.nii.gz").exists()
+
+
+def test_lesion_mask_in_another_frame_of_reference(tmp_path: Path, classic_session: SimulatedSession) -> None:
+    t1 = load_series(classic_session.series_files["t1_3d"]).echo(1)
+    dataset = pydicom.dcmread(classic_session.series_files["lesion_seg"][0])
+    dataset.FrameOfReferenceUID = "1.2.3.4"
+    moved = tmp_path / "seg.dcm"
+    dataset.save_as(moved)
+    with pytest.raises(SegmentationError, match=r"frame of reference 1\.2\.3\.4 is not the 3D T1's"):
+        read_lesion_seg(moved, t1=t1)
+
+
+def test_t1_that_is_not_a_brain(classic_session: SimulatedSession) -> None:
+    t1 = load_series(classic_session.series_files["t1_3d"]).echo(1)
+    noise = np.random.default_rng(0).random(t1.shape, dtype=np.float32)
+    with pytest.raises(SegmentationError, match="3D T1 noise"):
+        segment_builtin(
+            t1.with_data(noise, scaling=Scaling.DERIVED, unit="a.u."), t2_lesions=None, t1_name="noise"
+        )
+
+
+def test_segmentation_outside_the_sodium_fov(classic_session: SimulatedSession) -> None:
+    folder = classic_session.folder
+    sodium = load_series(classic_session.series_files["sodium"]).echo(1)
+    maps = {
+        name: load_series(classic_session.series_files["t1_3d"])
+        .echo(1)
+        .with_data(
+            np.asarray(nib.nifti1.load(folder / f"ground_truth/t1_space/prob_{name}.nii.gz").get_fdata()),
+            scaling=Scaling.DERIVED,
+            unit="fraction",
+        )
+        for name in ("cgm", "csf")
+    }
+    far_away = np.eye(4)
+    far_away[:3, 3] = (400.0, 0.0, 0.0)
+    masks = resample_masks_to_sodium(
+        maps, sodium_grid=sodium, t1_to_sodium=RigidTransform(far_away, "t1", "sodium"), psf_fwhm_mm=4.8
+    )
+    with pytest.raises(SegmentationError, match="does not overlap the sodium field of view"):
+        gtm_concentrations(sodium, masks)
