@@ -11,7 +11,7 @@ APT_TOOLS := storescu:dcmtk Orthanc:orthanc dciodvfy:dicom3tools dcm2niix:dcm2ni
 
 .PHONY: demo test lint typecheck pytest tools venv clean
 
-demo: venv
+demo: venv tools
 	$(BIN)/sodium-node demo
 
 test: venv tools

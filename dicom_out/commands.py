@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dicom_out.delivery import DeliveryLock, deliver_once
 from dicom_out.export import export_results, read_export
-from dicom_out.identity import OutputIdentity
+from dicom_out.identity import output_identity
 from dicom_out.outbox import (
     ItemState,
     OutboxItem,
@@ -28,11 +28,7 @@ POLL_S = 0.2
 
 def export_command(args: argparse.Namespace) -> int:
     config = load_config(Path(args.config) if args.config else default_config_path())
-    output = OutputIdentity(
-        series_number_offset=config.output.series_number_offset,
-        institution_name=config.output.institution_name,
-        institution_department_name=config.output.institution_department_name,
-    )
+    output = output_identity(config.output)
     sodium_files = sorted(path for path in Path(args.sodium_dicom_dir).rglob("*") if path.is_file())
     written = export_results(
         Path(args.results_dir),

@@ -13,7 +13,7 @@ from pydicom.dataset import Dataset
 
 from dicom_out.results import Results
 from dicom_out.uids import derived_uid
-from sodium_node.config_models import ObjectKind
+from sodium_node.config_models import ObjectKind, OutputConfig
 
 MANUFACTURER = "sodium-node"
 MODEL_NAME = "sodium-node TSC"
@@ -32,6 +32,15 @@ class OutputIdentity:
 
 
 DEFAULT_OUTPUT = OutputIdentity()
+
+
+def output_identity(output: OutputConfig) -> OutputIdentity:
+    """The identity the site configured in ``[output]``."""
+    return OutputIdentity(
+        series_number_offset=output.series_number_offset,
+        institution_name=output.institution_name,
+        institution_department_name=output.institution_department_name,
+    )
 
 
 @dataclass(frozen=True)

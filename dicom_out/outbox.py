@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from dicom_out.export import ExportedObject, read_export
-from node.spool import fsync_directory, write_json_durably
 from sodium_node.config_models import DestinationConfig, NodeConfig, ObjectKind
+from sodium_node.durable import fsync_directory, write_json_durably
 from sodium_node.errors import DeliveryError
 
 log = logging.getLogger(__name__)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -26,6 +27,23 @@ TSC_WINDOW_WIDTH_MM = 140.0
 """0 to 140 mM: brain tissue (30-60 mM) in the lower half, CSF (~140 mM) white."""
 SERIES_DESCRIPTION = "TSC map (mM) Parametric Map"
 BODY_PART = "BRAIN"
+
+
+def sodium_grid_arguments(results: Results) -> dict[str, Any]:
+    """highdicom's geometry arguments for an object on exactly the sodium series' grid."""
+    sodium = results.sodium
+    return {
+        "pixel_measures": hd.PixelMeasuresSequence(
+            pixel_spacing=sodium.pixel_spacing_mm,
+            slice_thickness=sodium.slice_thickness_mm,
+            spacing_between_slices=sodium.slice_spacing_mm,
+        ),
+        "plane_orientation": hd.PlaneOrientationSequence(
+            hd.CoordinateSystemNames.PATIENT,
+            [*sodium.row_direction.tolist(), *sodium.column_direction.tolist()],
+        ),
+        "plane_positions": plane_positions(results),
+    }
 
 
 def plane_positions(results: Results) -> list[hd.PlanePositionSequence]:
@@ -71,16 +89,7 @@ def write_parametric_map(results: Results, path: Path, *, output: OutputIdentity
         ],
         content_label="TSC",
         content_description="Total sodium concentration (mM)",
-        pixel_measures=hd.PixelMeasuresSequence(
-            pixel_spacing=sodium.pixel_spacing_mm,
-            slice_thickness=sodium.slice_thickness_mm,
-            spacing_between_slices=sodium.slice_spacing_mm,
-        ),
-        plane_orientation=hd.PlaneOrientationSequence(
-            hd.CoordinateSystemNames.PATIENT,
-            [*sodium.row_direction.tolist(), *sodium.column_direction.tolist()],
-        ),
-        plane_positions=plane_positions(results),
+        **sodium_grid_arguments(results),
         series_description=SERIES_DESCRIPTION,
     )
     set_institution(parametric_map, identity)

@@ -26,7 +26,7 @@ from dicom_out.identity import (
     object_identity,
     set_institution,
 )
-from dicom_out.parametric_map import BODY_PART, plane_positions
+from dicom_out.parametric_map import BODY_PART, sodium_grid_arguments
 from dicom_out.results import Results
 from processing.measurements import Tissue
 from sodium_node.config_models import ObjectKind
@@ -107,16 +107,7 @@ def write_segmentation(
         max_fractional_value=255,
         content_label="TISSUES",
         content_description="Tissue probabilities in sodium space",
-        pixel_measures=hd.PixelMeasuresSequence(
-            pixel_spacing=sodium.pixel_spacing_mm,
-            slice_thickness=sodium.slice_thickness_mm,
-            spacing_between_slices=sodium.slice_spacing_mm,
-        ),
-        plane_orientation=hd.PlaneOrientationSequence(
-            hd.CoordinateSystemNames.PATIENT,
-            [*sodium.row_direction.tolist(), *sodium.column_direction.tolist()],
-        ),
-        plane_positions=plane_positions(results),
+        **sodium_grid_arguments(results),
         omit_empty_frames=True,
         series_description=SERIES_DESCRIPTION,
     )

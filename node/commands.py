@@ -10,6 +10,7 @@ from pathlib import Path
 from types import FrameType
 
 from dicom_out.commands import outbox_status_lines
+from dicom_out.publish import Publisher
 from node.classify import classify_folder
 from node.importer import import_folder
 from node.index import InstanceState
@@ -43,7 +44,8 @@ def _configure_log_file(config: NodeConfig) -> None:
 def serve(args: argparse.Namespace) -> int:
     config = _config(args)
     _configure_log_file(config)
-    service = NodeService(config, ProcessingRunner(settings_from_config(config.processing)), port=args.port)
+    runner = ProcessingRunner(settings_from_config(config.processing), publish=Publisher(config))
+    service = NodeService(config, runner, port=args.port)
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:

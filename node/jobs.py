@@ -27,8 +27,8 @@ from typing import Any
 
 from node.index import Index
 from node.sessions import SessionReport, SessionState
-from node.spool import fsync_directory, write_json_durably
 from sodium_node.config import Role
+from sodium_node.durable import fsync_directory, write_json_durably
 from sodium_node.errors import SessionError
 
 log = logging.getLogger(__name__)

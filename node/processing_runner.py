@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 from node.jobs import JobSession
 from processing.pipeline import process_session
@@ -15,6 +17,7 @@ from sodium_node.errors import SessionError
 log = logging.getLogger(__name__)
 
 RESULTS_FOLDER = "results"
+EXPORT_FOLDER = "export"
 REQUIRED_ROLES = (Role.SODIUM, Role.BODY_COIL_PDT2, Role.HEAD_COIL_PDT2, Role.T1_3D)
 
 
@@ -36,12 +39,27 @@ def session_series_of(session: JobSession) -> SessionSeries:
     )
 
 
-class ProcessingRunner:
-    """Runs ``process_session`` on a job's series; any error fails the job (the worker records it)."""
+class Publish(Protocol):
+    """Turns a results folder into DICOM objects in ``export_dir`` and queues them for delivery."""
 
-    def __init__(self, settings: ProcessingSettings) -> None:
+    def __call__(
+        self, results_dir: Path, sodium_files: Sequence[Path], export_dir: Path
+    ) -> Sequence[object]: ...
+
+
+class ProcessingRunner:
+    """Runs ``process_session`` on a job's series, then ``publish`` (export + outbox) if given; any
+    error fails the job (the worker records it and keeps the inputs)."""
+
+    def __init__(self, settings: ProcessingSettings, *, publish: Publish | None = None) -> None:
         self.settings = settings
+        self.publish = publish
 
     def run(self, job_folder: Path, session: JobSession) -> None:
-        measurements = process_session(session_series_of(session), job_folder / RESULTS_FOLDER, self.settings)
+        series = session_series_of(session)
+        results_dir = job_folder / RESULTS_FOLDER
+        measurements = process_session(series, results_dir, self.settings)
         log.info("job %s: %d tissue(s) measured", session.job_id, len(measurements.tissues))
+        if self.publish is not None:
+            queued = self.publish(results_dir, series.sodium, job_folder / EXPORT_FOLDER)
+            log.info("job %s: %d objects queued for delivery", session.job_id, len(queued))

@@ -13,6 +13,7 @@ import time
 
 from pynetdicom.transport import ThreadedAssociationServer
 
+from dicom_out.delivery import Deliverer
 from node.importer import ImportWatcher
 from node.index import Index
 from node.jobs import JobQueue
@@ -84,6 +85,7 @@ class NodeService:
         self.watcher = ImportWatcher(
             self.receiver, config.storage.import_dir, settle_s=config.storage.import_settle_s
         )
+        self.deliverer = Deliverer(config)
         self._port = port
         self._server: ThreadedAssociationServer | None = None
         self._stop = threading.Event()
@@ -113,6 +115,7 @@ class NodeService:
         self._server = start_scp(self.config.network, self.receiver, port=self._port)
         self.watcher.start()
         self.worker.start()
+        self.deliverer.start()
         self._monitor_thread.start()
 
     def stop(self) -> None:
@@ -123,6 +126,7 @@ class NodeService:
         self.receiver.stop()
         self._monitor_thread.join()
         self.worker.stop()
+        self.deliverer.stop()
         log.info("node stopped")
 
     def _monitor_loop(self) -> None:

@@ -1,4 +1,4 @@
-"""Durable files: write to a temporary name, fsync, rename atomically, fsync the folder.
+"""The spool: every received instance, durable before it is acknowledged (see sodium_node.durable).
 
 The spool is content-addressed (``spool/objects/ab/<sha256>.dcm``, the hash of the data set without
 the file meta header the node writes itself), so no name ever comes from what a peer sent: a UID or
@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import logging
 import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from sodium_node.durable import fsync_directory, write_bytes_durably, write_json_durably
 
 log = logging.getLogger(__name__)
 
@@ -47,31 +48,6 @@ class StoredObject:
     path: Path
     sha256: str
     size_bytes: int
-
-
-def fsync_directory(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def write_bytes_durably(path: Path, data: bytes, *, fsync: bool = True) -> None:
-    """Replace ``path`` with ``data`` atomically: readers see the old file or the new one, whole."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    with temporary.open("wb") as file:
-        file.write(data)
-        if fsync:
-            file.flush()
-            os.fsync(file.fileno())
-    os.replace(temporary, path)
-    if fsync:
-        fsync_directory(path.parent)
-
-
-def write_json_durably(path: Path, document: dict[str, Any]) -> None:
-    write_bytes_durably(path, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
 
 
 class Spool:

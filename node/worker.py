@@ -16,7 +16,7 @@ from typing import Protocol
 import pydicom
 
 from node.jobs import Job, JobQueue, JobSession, load_job_session
-from node.spool import write_json_durably
+from sodium_node.durable import write_json_durably
 
 log = logging.getLogger(__name__)
 

@@ -1,18 +1,13 @@
-"""`sodium-node simulate` and `sodium-node demo`: the virtual scanner on the command line."""
+"""`sodium-node simulate`: the virtual scanner on the command line."""
 
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 from simulator.population import Group
 from simulator.report import describe_session
 from simulator.session import SimulationOptions, simulate_session
-
-DEMO_FOLDER = Path("demo-output")
-DEMO_SEED = 1
-DEMO_GROUP = Group.RRMS
 
 
 def simulate(args: argparse.Namespace) -> int:
@@ -26,18 +21,6 @@ def simulate(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     session = simulate_session(Path(args.out_dir), options)
-    print(describe_session(session))
-    return 0
-
-
-def demo(args: argparse.Namespace) -> int:
-    session_dir = Path(args.out_dir) / f"session-{DEMO_GROUP.value}-{DEMO_SEED:04d}"
-    if session_dir.exists():
-        shutil.rmtree(session_dir)
-    print(f"Simulating one {DEMO_GROUP.value} session (seed {DEMO_SEED}) on the virtual Philips Achieva ...")
-    session = simulate_session(
-        session_dir, SimulationOptions(seed=DEMO_SEED, group=DEMO_GROUP, progress=True)
-    )
     print(describe_session(session))
     return 0
 
@@ -66,9 +49,3 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=simulate)
-
-    demo_parser = commands.add_parser("demo", help="run the embedded default session through the node")
-    demo_parser.add_argument(
-        "--out-dir", default=str(DEMO_FOLDER), help=f"where to write (default: {DEMO_FOLDER})"
-    )
-    demo_parser.set_defaults(handler=demo)

@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "processing.commands",
     "dicom_out.commands",
     "sodium_node.process_command",
+    "sodium_node.demo",
 )
 """Modules whose ``add_commands(subparsers)`` registers subcommands, in help order."""
 
