@@ -164,6 +164,7 @@ def run_demo(
     out_dir: Path, *, session: SimulatedSession | None = None, with_pacs: bool = True
 ) -> Measurements:
     """Simulate (unless ``session`` is given), run the node, deliver to a local Orthanc; print the results."""
+    out_dir = out_dir.resolve()  # config paths are relative to the config file's folder
     node_dir = out_dir / "node"
     pacs_dir = out_dir / "pacs"
     for folder in (node_dir, pacs_dir):
