@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import numpy.typing as npt
 import pydicom
@@ -22,8 +21,9 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from processing.measurements import Measurements, MeasurementsError, Tissue, read_measurements
+from processing.nifti_io import read_volume
 from processing.volume import LPS_TO_RAS
-from sodium_node.errors import ExportError
+from sodium_node.errors import ExportError, LoadError
 
 log = logging.getLogger(__name__)
 
@@ -205,15 +205,10 @@ def to_frames(
 
 def _read_nifti(path: Path) -> tuple[npt.NDArray[np.float32], FloatArray]:
     try:
-        image = nib.load(path)
-    except (OSError, nib.filebasedimages.ImageFileError) as error:
-        raise ExportError(f"{path}: cannot read as NIfTI ({error})") from error
-    if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
-        raise ExportError(f"{path}: not a NIfTI image")
-    data = np.asarray(image.get_fdata(dtype=np.float32))
-    if data.ndim != 3:
-        raise ExportError(f"{path}: expected a 3D image, got shape {data.shape}")
-    return data, np.asarray(image.affine, dtype=np.float64)
+        volume = read_volume(path, space="sodium")
+    except LoadError as error:
+        raise ExportError(str(error)) from error
+    return volume.data, volume.affine_ras
 
 
 def load_results(folder: Path, sodium_files: Sequence[Path]) -> Results:
