@@ -40,6 +40,7 @@ from processing.nifti_io import read_volume, write_volume
 from processing.provenance import write_provenance
 from processing.psf_resampling import resample_masks_to_sodium
 from processing.registration import RegistrationChain, register_chain
+from processing.resample import resample_onto
 from processing.segmentation.builtin import segment_builtin
 from processing.segmentation.external import read_external_maps, run_segmentation_command
 from processing.segmentation.tissue_maps import TissueMaps, brain_volumes, compartments
@@ -125,10 +126,16 @@ def _lesions(series: SessionSeries, t1: Volume) -> tuple[LesionMasks | None, Vol
 
 
 def _segment(
-    series: SessionSeries, settings: ProcessingSettings, *, t1: Volume, t2_lesions: Volume | None, work: Path
+    series: SessionSeries,
+    settings: ProcessingSettings,
+    *,
+    t1: Volume,
+    t2_lesions: Volume | None,
+    t2_on_t1: Volume | None,
+    work: Path,
 ) -> TissueMaps:
     if settings.segmentation is SegmentationSource.BUILTIN:
-        return segment_builtin(t1, t2_lesions=t2_lesions)
+        return segment_builtin(t1, t2_lesions=t2_lesions, t2_on_t1=t2_on_t1)
     if series.segmentation_folder is not None:
         return read_external_maps(
             series.segmentation_folder, t1=t1, source=f"external:{series.segmentation_folder.name}"
@@ -225,7 +232,15 @@ def process_session(
             )
         with timer.step("segment"), tempfile.TemporaryDirectory(prefix="sodium-seg-") as work:
             lesion_masks, t2_lesions = _lesions(series, t1)
-            maps = _segment(series, settings, t1=t1, t2_lesions=t2_lesions, work=Path(work))
+            head_t2 = loaded["head_coil_pdt2"]
+            t2_on_t1 = (
+                resample_onto(head_t2.echo(2), t1, chain.steps[2].transform.inverse())
+                if len(head_t2.volumes) >= 2
+                else None
+            )
+            maps = _segment(
+                series, settings, t1=t1, t2_lesions=t2_lesions, t2_on_t1=t2_on_t1, work=Path(work)
+            )
             t1_name = loaded["t1_3d"].header.name
             volumes = brain_volumes(
                 maps,

@@ -46,6 +46,7 @@ MIN_CLASS_SEPARATION_SD = 1.5
 a T1-weighted brain."""
 INTRACRANIAL_THRESHOLD = 0.5
 MIN_INTERIOR_VOXELS = 1000
+OUTER_CSF_SEARCH_MM = 5.0
 
 
 def _polynomial_terms(ijk: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
@@ -87,7 +88,37 @@ def _pure_tissue_levels(
     return levels
 
 
-def segment_builtin(t1: Volume, *, t2_lesions: Volume | None, t1_name: str = "3D T1") -> TissueMaps:
+def _outer_csf(
+    t2_on_t1: np.ndarray, intracranial: np.ndarray, csf: np.ndarray, voxel_size_mm: np.ndarray
+) -> np.ndarray:
+    """CSF fraction just outside the template's intracranial mask, from the T2-weighted echo.
+
+    On a T1 image the outer CSF and the skull are both dark, so the affinely registered template's
+    boundary decides alone and misses a rim of subarachnoid CSF (~50 ml in simulations), whose
+    140 mM the partial-volume correction would then give to the cortex. On T2, CSF is the brightest
+    thing in the head and bone the darkest: within ``OUTER_CSF_SEARCH_MM`` of the mask (short of the
+    scalp, whose fat is T2-bright too), each voxel's fraction is its T2 signal between the bone
+    level and the CSF level (the median of confidently-CSF voxels inside)."""
+    distance_mm = ndimage.distance_transform_edt(~intracranial, sampling=voxel_size_mm)
+    ring = (distance_mm > 0) & (distance_mm <= OUTER_CSF_SEARCH_MM)
+    inside_csf = intracranial & (csf > CONFIDENT_POSTERIOR)
+    if np.count_nonzero(inside_csf) < MIN_INTERIOR_VOXELS or not np.any(ring):
+        return np.zeros(intracranial.shape, dtype=np.float32)
+    csf_level = float(np.median(t2_on_t1[inside_csf]))
+    bone = t2_on_t1[ring]
+    bone_level = float(np.percentile(bone, 10))
+    noise = float(np.median(np.abs(bone - np.median(bone[bone <= np.percentile(bone, 50)]))))
+    floor = bone_level + 3.0 * 1.4826 * noise
+    if csf_level <= floor:
+        return np.zeros(intracranial.shape, dtype=np.float32)
+    fraction = np.zeros(intracranial.shape, dtype=np.float32)
+    fraction[ring] = np.clip((t2_on_t1[ring] - floor) / (csf_level - floor), 0.0, 1.0)
+    return fraction
+
+
+def segment_builtin(
+    t1: Volume, *, t2_lesions: Volume | None, t2_on_t1: Volume | None = None, t1_name: str = "3D T1"
+) -> TissueMaps:
     priors = register_priors(t1, load_mni_priors(), t1_name=t1_name)
     grey_prior, white_prior = as_array(priors.grey), as_array(priors.white)
     intracranial = as_array(priors.intracranial) >= INTRACRANIAL_THRESHOLD
@@ -148,6 +179,14 @@ def segment_builtin(t1: Volume, *, t2_lesions: Volume | None, t1_name: str = "3D
         full[intracranial] = fractions[index]
         maps.append(full)
     csf, grey, white = maps
+    if t2_on_t1 is not None:
+        outer = _outer_csf(np.asarray(t2_on_t1.data), intracranial, csf, np.asarray(t1.voxel_size_mm))
+        log.info(
+            "%s: %.1f ml of CSF outside the template's intracranial mask (from T2)",
+            t1_name,
+            float(outer.sum()) * float(np.prod(t1.voxel_size_mm)) / 1000.0,
+        )
+        csf = csf + outer
     region = np.clip(as_array(priors.deep_grey_region), 0.0, 1.0)
     deep = region * (grey + white)
     grey = grey * (1 - region) + deep
