@@ -11,27 +11,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from child_process import run_measured
 
 log = logging.getLogger("bench.simulate")
 GROUPS = ("HC", "CIS", "RRMS", "SPMS")
-
-
-def run_measured(command: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one child process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    seconds = time.perf_counter() - start
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # ru_maxrss of children is the maximum over all children so far: only a new maximum is exact.
-    return seconds, max(peak_kib, before) / 1024.0
 
 
 def main() -> int:

@@ -7,6 +7,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from pynetdicom.transport import ThreadedAssociationServer
+
+from dicom_out.commitment_scp import start_report_listener
 from dicom_out.delivery import DeliveryLock, deliver_once
 from dicom_out.export import export_results, read_export
 from dicom_out.identity import output_identity
@@ -51,13 +54,15 @@ def outbox_status_lines(config: NodeConfig) -> list[str]:
     for entry in entries:
         error = (
             f"  last error: {entry.last_error}"
-            if entry.last_error and entry.state is ItemState.QUEUED
+            if entry.last_error and entry.state in (ItemState.QUEUED, ItemState.COMMITTING)
             else ""
         )
         lines.append(
             f"  {entry.destination:<16} {entry.state.value:<12} {entry.count:>5}"
             f"  oldest {entry.oldest_age_s / 60:8.1f} min{error}"
         )
+        if entry.detail:
+            lines.append(f"    {entry.detail}")
         lines += [f"    {item}" for item in entry.items]
     return lines
 
@@ -67,7 +72,25 @@ def _pending_of(config: NodeConfig, uids: set[str]) -> list[OutboxItem]:
 
 
 def _next_due_s(items: list[OutboxItem]) -> float:
-    return max(0.0, min(item.next_attempt_at for item in items) - time.time()) if items else 0.0
+    """Seconds until an item is due; 0 while any waits for a commitment report (it may come any time)."""
+    if not items or any(item.state is ItemState.COMMITTING for item in items):
+        return 0.0
+    return max(0.0, min(item.next_attempt_at for item in items) - time.time())
+
+
+def _report_listener(config: NodeConfig) -> ThreadedAssociationServer | None:
+    """While `send` delivers (the node service is not running), it receives the commitment reports."""
+    if not any(destination.storage_commitment for destination in config.destinations):
+        return None
+    try:
+        return start_report_listener(config)
+    except OSError as error:
+        network = config.network
+        print(
+            f"cannot listen on {network.host}:{network.port} for storage commitment reports ({error}); "
+            "the node service receives them when it runs"
+        )
+        return None
 
 
 def send_command(args: argparse.Namespace) -> int:
@@ -79,11 +102,13 @@ def send_command(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.wait
     lock = DeliveryLock(config)
     delivering = lock.acquire(blocking=False)
+    listener: ThreadedAssociationServer | None = None
     if not delivering:
         print("another deliverer (the node service) holds the outbox: waiting for it to send")
     try:
         if delivering:
             recover_outbox(config)
+            listener = _report_listener(config)
         while True:
             if delivering:
                 for event in deliver_once(config).events:
@@ -97,13 +122,18 @@ def send_command(args: argparse.Namespace) -> int:
                 break
             time.sleep(min(max(POLL_S, _next_due_s(pending)), max(0.0, deadline - time.monotonic())))
     finally:
+        if listener is not None:
+            listener.shutdown()
         if delivering:
             lock.release()
     return _print_where(config, uids)
 
 
 def _print_where(config: NodeConfig, uids: set[str]) -> int:
-    """What went where: per destination, state and kind, the count of this export's objects."""
+    """What went where: per destination, state and kind, the count of this export's objects.
+
+    Complete (exit 0) when nothing of it is queued, being sent, waiting for commitment or given up.
+    """
     complete = True
     for destination in config.destinations:
         for state in ItemState:
@@ -114,7 +144,7 @@ def _print_where(config: NodeConfig, uids: set[str]) -> int:
             )
             if not kinds:
                 continue
-            if state in (ItemState.QUEUED, ItemState.SENDING, ItemState.DEAD_LETTER):
+            if state in (ItemState.QUEUED, ItemState.SENDING, ItemState.COMMITTING, ItemState.DEAD_LETTER):
                 complete = False
             listed = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
             print(f"{destination.name:<16} {state.value:<12} {listed}")
@@ -146,7 +176,10 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         type=float,
         default=60.0,
         metavar="SECONDS",
-        help="keep delivering (retries included) at most this long; what is left stays queued (default 60)",
+        help=(
+            "keep delivering (retries and storage commitment included) at most this long; what is "
+            "left stays in the outbox (default 60)"
+        ),
     )
     parser.set_defaults(handler=send_command)
 

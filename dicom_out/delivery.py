@@ -1,39 +1,44 @@
 """Deliver the outbox by C-STORE: one association per destination and pass, retries with back-off.
 
-`deliver_once` sends every due item of every destination. Per item:
+`deliver_once` first applies the storage commitment reports received since the last pass, then
+sends every due item of every destination. Per item:
 
 - the peer accepted the object's presentation context and answered success (or a warning) ->
-  ``done/`` (the acknowledgement; the bytes are deleted only then);
+  ``done/`` (the acknowledgement; the bytes are deleted only then), or, for a destination with
+  ``storage_commitment = true``, ``committing/`` (bytes kept) and named in an N-ACTION "Request
+  Storage Commitment" over the same association; it is done once the peer reports it committed
+  (see `dicom_out.commitment`);
 - the peer refused the presentation context -> ``refused/``; a refused Parametric Map releases its
   held MR fallback, which goes over the same association; a refused SR does not stop the others;
 - no association, a failure status or a lost association -> back to ``queued/`` with
   ``next_attempt_at = now + min(initial_backoff_s * 2**attempts, max_backoff_s)``, or to the dead
   letter folder once the item is ``retry.max_age_hours`` old.
 
-Storage Commitment is not implemented: a destination with ``storage_commitment = true`` is not
-sent to (its items wait, with the reason in ``sodium-node status``, then go to the dead letter).
+Items waiting for a commitment report past ``commitment_timeout_s`` are named in a new request (an
+association of its own when nothing is to be stored).
 """
 
 from __future__ import annotations
 
-import enum
 import fcntl
 import logging
 import os
 import ssl
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, build_context
+from pynetdicom import AE, build_context, evt
 from pynetdicom.association import Association
+from pynetdicom.events import EventHandlerType
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.status import code_to_category
 
+from dicom_out import commitment
+from dicom_out.commitment_scp import make_event_report_handler
 from dicom_out.outbox import (
     ItemState,
     OutboxItem,
@@ -43,82 +48,26 @@ from dicom_out.outbox import (
     object_path,
     recover_outbox,
 )
+from dicom_out.outcomes import (
+    DeliveryEvent,
+    DeliveryReport,
+    Outcome,
+    dead_letter,
+    failed,
+    peer,
+    too_old,
+)
+from dicom_out.retention import prune_receipts
 from sodium_node.config_models import DestinationConfig, NodeConfig, ObjectKind
 from sodium_node.errors import DeliveryError
+
+__all__ = ["Deliverer", "DeliveryEvent", "DeliveryLock", "DeliveryReport", "Outcome", "deliver_once"]
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "deliver.lock"
 SUCCESS_CATEGORIES = ("Success", "Warning")
-NO_COMMITMENT = (
-    "storage_commitment = true is not supported by this version of sodium-node: set it to false "
-    "for this destination (C-STORE success is then the acknowledgement)"
-)
-
-
-class Outcome(enum.Enum):
-    DELIVERED = "delivered"
-    REFUSED = "refused"
-    RETRY = "retry"
-    DEAD_LETTER = "dead_letter"
-    FALLBACK_RELEASED = "fallback_released"
-    NOT_NEEDED = "not_needed"
-
-
-@dataclass(frozen=True)
-class DeliveryEvent:
-    destination: str
-    kind: ObjectKind
-    sop_instance_uid: str
-    outcome: Outcome
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class DeliveryReport:
-    events: tuple[DeliveryEvent, ...]
-
-    def of(self, outcome: Outcome) -> list[DeliveryEvent]:
-        return [event for event in self.events if event.outcome is outcome]
-
-
-def backoff_s(destination: DestinationConfig, attempts_before: int) -> float:
-    retry = destination.retry
-    return float(min(retry.initial_backoff_s * 2.0 ** min(attempts_before, 60), retry.max_backoff_s))
-
-
-def _peer(destination: DestinationConfig) -> str:
-    return f"{destination.name} ({destination.ae_title}@{destination.host}:{destination.port})"
-
-
-def _too_old(destination: DestinationConfig, item: OutboxItem, now: float) -> bool:
-    return now - item.first_queued_at >= destination.retry.max_age_hours * 3600.0
-
-
-def _dead_letter(config: NodeConfig, item: OutboxItem, reason: str) -> DeliveryEvent:
-    detail = f"given up after {item.attempts} attempts: {reason or 'never sent'}"
-    move_item(config, item, ItemState.DEAD_LETTER, last_error=detail)
-    log.error("%s: moved to the dead letter folder (%s)", item.describe(), detail)
-    return DeliveryEvent(item.destination, item.kind, item.sop_instance_uid, Outcome.DEAD_LETTER, detail)
-
-
-def _failed(
-    config: NodeConfig, destination: DestinationConfig, item: OutboxItem, reason: str, now: float
-) -> DeliveryEvent:
-    """Back to queued/ with the next attempt later, or to the dead letter folder when too old."""
-    if _too_old(destination, item, now):
-        return _dead_letter(config, item, reason)
-    wait_s = backoff_s(destination, item.attempts)
-    move_item(
-        config,
-        item,
-        ItemState.QUEUED,
-        attempts=item.attempts + 1,
-        next_attempt_at=now + wait_s,
-        last_error=reason,
-    )
-    log.warning("%s: %s; next attempt in %.0f s", item.describe(), reason, wait_s)
-    return DeliveryEvent(item.destination, item.kind, item.sop_instance_uid, Outcome.RETRY, reason)
+PRUNE_INTERVAL_S = 3600.0
 
 
 def _transfer_syntax(path: Path) -> UID:
@@ -157,20 +106,24 @@ def _associate(
     ae.dimse_timeout = config.network.dimse_timeout_s
     ae.network_timeout = config.network.network_timeout_s
     ae.requested_contexts = contexts
+    handlers: list[EventHandlerType] = []
+    if destination.storage_commitment:  # a peer may also report over our association
+        handlers.append((evt.EVT_N_EVENT_REPORT, make_event_report_handler(config)))
     try:
         association = ae.associate(
             destination.host,
             destination.port,
             ae_title=destination.ae_title,
             tls_args=_tls_arguments(destination),
+            evt_handlers=handlers,
         )
     except (OSError, ssl.SSLError, ValueError) as error:
-        return None, f"{_peer(destination)}: cannot associate ({error})"
+        return None, f"{peer(destination)}: cannot associate ({error})"
     if association.is_established:
         return association, ""
     if association.is_rejected:
-        return None, f"{_peer(destination)} rejected the association"
-    return None, f"{_peer(destination)}: no association (peer down or unreachable)"
+        return None, f"{peer(destination)} rejected the association"
+    return None, f"{peer(destination)}: no association (peer down or unreachable)"
 
 
 def _store(association: Association, destination: DestinationConfig, path: Path) -> str:
@@ -178,16 +131,16 @@ def _store(association: Association, destination: DestinationConfig, path: Path)
     try:
         response = association.send_c_store(path)
     except (ValueError, RuntimeError, OSError, InvalidDicomError) as error:
-        return f"{_peer(destination)}: C-STORE not sent ({error})"
+        return f"{peer(destination)}: C-STORE not sent ({error})"
     status = response.get("Status")
     if status is None:
-        return f"{_peer(destination)}: no C-STORE response (association lost or timed out)"
+        return f"{peer(destination)}: no C-STORE response (association lost or timed out)"
     category = code_to_category(int(status))
     if category in SUCCESS_CATEGORIES:
         if category == "Warning":
-            log.warning("%s: C-STORE warning status 0x%04X for %s", _peer(destination), int(status), path)
+            log.warning("%s: C-STORE warning status 0x%04X for %s", peer(destination), int(status), path)
         return ""
-    return f"{_peer(destination)}: C-STORE failed with status 0x{int(status):04X} ({category})"
+    return f"{peer(destination)}: C-STORE failed with status 0x{int(status):04X} ({category})"
 
 
 def _release_fallback(
@@ -198,9 +151,7 @@ def _release_fallback(
         if held.fallback_of != parametric_map.sop_instance_uid:
             continue
         released.append(move_item(config, held, ItemState.QUEUED, next_attempt_at=now))
-        events.append(
-            DeliveryEvent(held.destination, held.kind, held.sop_instance_uid, Outcome.FALLBACK_RELEASED)
-        )
+        events.append(DeliveryEvent.of(held, Outcome.FALLBACK_RELEASED))
     return released, events
 
 
@@ -209,24 +160,104 @@ def _retire_fallback(config: NodeConfig, parametric_map: OutboxItem) -> list[Del
     for held in items_in(config, parametric_map.destination, ItemState.HELD):
         if held.fallback_of == parametric_map.sop_instance_uid:
             move_item(config, held, ItemState.UNNEEDED, last_error="the Parametric Map was accepted")
-            events.append(
-                DeliveryEvent(held.destination, held.kind, held.sop_instance_uid, Outcome.NOT_NEEDED)
-            )
+            events.append(DeliveryEvent.of(held, Outcome.NOT_NEEDED))
     return events
 
 
+def _refuse(
+    config: NodeConfig, destination: DestinationConfig, claimed: OutboxItem, now: float
+) -> tuple[list[OutboxItem], list[DeliveryEvent]]:
+    """A refused presentation context: refused/; a Parametric Map releases its MR fallback."""
+    reason = (
+        f"{peer(destination)} refused the presentation context of "
+        f"{UID(claimed.sop_class_uid).name} ({claimed.sop_class_uid})"
+    )
+    released: list[OutboxItem] = []
+    events: list[DeliveryEvent] = []
+    if claimed.kind is ObjectKind.PARAMETRIC_MAP:
+        released, events = _release_fallback(config, claimed, now)
+        reason += f"; the MR fallback ({len(released)} images) is sent instead"
+    move_item(config, claimed, ItemState.REFUSED, last_error=reason)
+    log.warning("%s: %s", claimed.describe(), reason)
+    return released, [*events, DeliveryEvent.of(claimed, Outcome.REFUSED, reason)]
+
+
+def _acknowledged(
+    config: NodeConfig, destination: DestinationConfig, claimed: OutboxItem, transaction_uid: str, now: float
+) -> tuple[OutboxItem, DeliveryEvent]:
+    """C-STORE success: done/, or committing/ named in this association's commitment request."""
+    if not destination.storage_commitment:
+        done = move_item(config, claimed, ItemState.DONE, acknowledged_at=time.time(), last_error="")
+        log.info("%s: acknowledged", claimed.describe())
+        return done, DeliveryEvent.of(claimed, Outcome.DELIVERED)
+    stored = commitment.record_request(
+        config, destination, claimed, transaction_uid, now=now, acknowledged_at=time.time(), last_error=""
+    )
+    log.info(
+        "%s: stored, storage commitment to be requested (transaction %s)", claimed.describe(), transaction_uid
+    )
+    return stored, DeliveryEvent.of(claimed, Outcome.STORED)
+
+
+def _request_commitment(
+    config: NodeConfig,
+    destination: DestinationConfig,
+    association: Association,
+    transaction_uid: str,
+    stored: list[OutboxItem],
+    ask_again: list[OutboxItem],
+    now: float,
+) -> list[DeliveryEvent]:
+    """One N-ACTION naming the items just stored and those whose report is overdue."""
+    named = stored + [
+        commitment.record_request(
+            config,
+            destination,
+            item,
+            transaction_uid,
+            now=now,
+            last_error=commitment.reason_to_ask_again(destination, item),
+        )
+        for item in ask_again
+    ]
+    if not named:
+        return []
+    if not association.is_established:
+        problem = f"{peer(destination)}: association lost before the storage commitment request"
+        return commitment.request_failed(config, destination, named, problem, now=now)
+    problem = commitment.send_request(association, destination, transaction_uid, named)
+    if problem:
+        return commitment.request_failed(config, destination, named, problem, now=now)
+    log.info(
+        "%s: storage commitment requested for %d objects (transaction %s)",
+        peer(destination),
+        len(named),
+        transaction_uid,
+    )
+    return [DeliveryEvent.of(item, Outcome.COMMITMENT_REQUESTED, transaction_uid) for item in named]
+
+
 def _send_due(
-    config: NodeConfig, destination: DestinationConfig, due: list[OutboxItem], now: float
+    config: NodeConfig,
+    destination: DestinationConfig,
+    due: list[OutboxItem],
+    ask_again: list[OutboxItem],
+    now: float,
 ) -> list[DeliveryEvent]:
     held = items_in(config, destination.name, ItemState.HELD)
     has_map = any(item.kind is ObjectKind.PARAMETRIC_MAP for item in due)
     contexts = _requested_contexts(config, due + (held if has_map else []))
+    if destination.storage_commitment:
+        contexts.append(commitment.commitment_context())
     association, problem = _associate(config, destination, contexts)
     if association is None:
         log.warning("%s", problem)
-        return [_failed(config, destination, item, problem, now) for item in due]
+        retries = [failed(config, destination, item, problem, now) for item in due]
+        return retries + commitment.request_failed(config, destination, ask_again, problem, now=now)
     events: list[DeliveryEvent] = []
     accepted = {str(context.abstract_syntax) for context in association.accepted_contexts}
+    transaction_uid = commitment.new_transaction_uid() if destination.storage_commitment else ""
+    stored: list[OutboxItem] = []
     work = list(due)
     try:
         while work:
@@ -234,36 +265,26 @@ def _send_due(
             if claimed is None:
                 continue
             if claimed.sop_class_uid not in accepted:
-                reason = (
-                    f"{_peer(destination)} refused the presentation context of "
-                    f"{UID(claimed.sop_class_uid).name} ({claimed.sop_class_uid})"
-                )
-                if claimed.kind is ObjectKind.PARAMETRIC_MAP:
-                    released, released_events = _release_fallback(config, claimed, now)
-                    reason += f"; the MR fallback ({len(released)} images) is sent instead"
-                    work.extend(released)
-                    events += released_events
-                move_item(config, claimed, ItemState.REFUSED, last_error=reason)
-                log.warning("%s: %s", claimed.describe(), reason)
-                events.append(
-                    DeliveryEvent(
-                        destination.name, claimed.kind, claimed.sop_instance_uid, Outcome.REFUSED, reason
-                    )
-                )
+                released, refusal_events = _refuse(config, destination, claimed, now)
+                work.extend(released)
+                events += refusal_events
                 continue
             problem = _store(association, destination, object_path(config, claimed))
             if problem:
-                events.append(_failed(config, destination, claimed, problem, now))
+                events.append(failed(config, destination, claimed, problem, now))
                 if not association.is_established:
                     break
                 continue
-            move_item(config, claimed, ItemState.DONE, acknowledged_at=time.time(), last_error="")
-            log.info("%s: acknowledged", claimed.describe())
-            events.append(
-                DeliveryEvent(destination.name, claimed.kind, claimed.sop_instance_uid, Outcome.DELIVERED)
-            )
+            acknowledged, event = _acknowledged(config, destination, claimed, transaction_uid, now)
+            events.append(event)
+            if acknowledged.state is ItemState.COMMITTING:
+                stored.append(acknowledged)
             if claimed.kind is ObjectKind.PARAMETRIC_MAP:
                 events += _retire_fallback(config, claimed)
+        if destination.storage_commitment:
+            events += _request_commitment(
+                config, destination, association, transaction_uid, stored, ask_again, now
+            )
     finally:
         if association.is_established:
             association.release()
@@ -277,26 +298,35 @@ def deliver_destination(
     events: list[DeliveryEvent] = []
     due: list[OutboxItem] = []
     for item in items_in(config, destination.name, ItemState.QUEUED):
-        if _too_old(destination, item, now):
-            events.append(_dead_letter(config, item, item.last_error))
+        if too_old(destination, item, now):
+            events.append(dead_letter(config, item, item.last_error))
         elif item.next_attempt_at <= now:
             due.append(item)
-    if not due:
-        return events
+    ask_again: list[OutboxItem] = []
     if destination.storage_commitment:
-        return events + [_failed(config, destination, item, NO_COMMITMENT, now) for item in due]
-    return events + _send_due(config, destination, due, now)
+        events += commitment.expire(config, destination, now=now)
+        ask_again = commitment.due_for_request(config, destination, now=now)
+    if not due and not ask_again:
+        return events
+    return events + _send_due(config, destination, due, ask_again, now)
 
 
 def deliver_once(config: NodeConfig, *, now: float | None = None) -> DeliveryReport:
-    """Send every due item to every configured destination; never raises for a peer's failure."""
+    """Apply the commitment reports received, then send every due item to every destination.
+
+    Never raises for a peer's failure (the caller holds the `DeliveryLock`).
+    """
     events: list[DeliveryEvent] = []
+    try:
+        events += commitment.apply_reports(config, now=time.time() if now is None else now)
+    except (OSError, DeliveryError) as error:
+        log.error("storage commitment reports: %s; applying them at the next pass", error)
     for destination in config.destinations:
         moment = time.time() if now is None else now
         try:
             events += deliver_destination(config, destination, now=moment)
         except (OSError, DeliveryError) as error:
-            log.error("delivery to %s: %s; retrying at the next pass", _peer(destination), error)
+            log.error("delivery to %s: %s; retrying at the next pass", peer(destination), error)
     return DeliveryReport(tuple(events))
 
 
@@ -329,7 +359,11 @@ class DeliveryLock:
 
 
 class Deliverer:
-    """The node service's delivery thread: takes the lock, resumes the outbox, then polls it."""
+    """The node service's delivery thread: takes the lock, resumes the outbox, then polls it.
+
+    `wake` starts the next pass at once (the node's listener calls it when a commitment report is
+    saved). Receipts older than ``storage.receipt_retention_days`` are pruned at start and hourly.
+    """
 
     def __init__(self, config: NodeConfig, *, interval_s: float = 1.0) -> None:
         self.config = config
@@ -337,6 +371,7 @@ class Deliverer:
         self.lock = DeliveryLock(config)
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._pruned_at = 0.0
         self._thread = threading.Thread(target=self._loop, name="sodium-node-delivery", daemon=True)
 
     def start(self) -> None:
@@ -344,6 +379,7 @@ class Deliverer:
         resumed = recover_outbox(self.config)
         if resumed:
             log.warning("resumed %d outbox items interrupted mid-send", resumed)
+        self._prune()
         self._thread.start()
 
     def wake(self) -> None:
@@ -356,8 +392,17 @@ class Deliverer:
             self._thread.join()
         self.lock.release()
 
+    def _prune(self) -> None:
+        try:
+            prune_receipts(self.config)
+        except (OSError, DeliveryError) as error:
+            log.error("pruning outbox receipts: %s; trying again in an hour", error)
+        self._pruned_at = time.monotonic()
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             deliver_once(self.config)
+            if time.monotonic() - self._pruned_at >= PRUNE_INTERVAL_S:
+                self._prune()
             self._wake.wait(self.interval_s)
             self._wake.clear()

@@ -5,6 +5,8 @@ Layout (``storage.outbox_dir/<destination>/``)::
     tmp/<item>/        being written by `enqueue`; removed by `recover_outbox`
     queued/<item>/     item.json + object.dcm, waiting for its next attempt
     sending/<item>/    claimed by a deliverer (atomic rename from queued/)
+    committing/<item>/ stored at a destination with storage commitment, waiting for its report;
+                       the bytes are kept (see `dicom_out.commitment`)
     held/<item>/       an MR fallback the destination gets only if it refuses the Parametric Map
     done/<item>/       acknowledged by the destination: item.json only (the receipt)
     refused/<item>/    the destination refused the object's SOP class; the bytes are kept
@@ -13,7 +15,10 @@ Layout (``storage.outbox_dir/<destination>/``)::
 and ``storage.dead_letter_dir/<destination>/<item>/`` for objects given up on after
 ``retry.max_age_hours``. Every state change is written into ``item.json`` (fsync) before the folder
 is renamed, so a restart resumes from disk alone: `recover_outbox` puts ``sending/`` back into
-``queued/``. The object bytes are deleted only once the item is in ``done/`` or ``unneeded/``.
+``queued/``. The object bytes are deleted only once the item is in ``done/`` or ``unneeded/``;
+those receipts are removed ``storage.receipt_retention_days`` after (`prune_receipts`). Folders of
+``storage.outbox_dir`` whose names start with ``_`` are not destinations (destination names start
+with a letter or digit): ``_commitment_reports/`` is the drop of received commitment reports.
 
 The MR fallback: a destination whose ``accepts`` lists ``mr_fallback`` gets it always (its viewers
 may not show Parametric Maps even when the archive stores them). A destination that accepts
@@ -51,6 +56,7 @@ KIND_ORDER = tuple(ObjectKind)
 class ItemState(enum.Enum):
     QUEUED = "queued"
     SENDING = "sending"
+    COMMITTING = "committing"
     HELD = "held"
     DONE = "done"
     REFUSED = "refused"
@@ -59,6 +65,8 @@ class ItemState(enum.Enum):
 
 
 STATE_FOLDERS = tuple(state for state in ItemState if state is not ItemState.DEAD_LETTER)
+SETTLED = (ItemState.DONE, ItemState.UNNEEDED)
+"""Receipts only: the bytes are deleted on entry, the receipt after the retention period."""
 TEMPORARY = "tmp"
 
 
@@ -82,6 +90,15 @@ class OutboxItem:
     """For an MR fallback frame: the SOP Instance UID of the Parametric Map it stands in for."""
     state: ItemState = ItemState.QUEUED
     acknowledged_at: float | None = None
+    """When the destination answered the C-STORE with success."""
+    transaction_uid: str = ""
+    """Storage commitment: the Transaction UID of the latest request that names this item."""
+    commitment_requests: int = 0
+    commitment_due_at: float | None = None
+    """Storage commitment: when to ask (again) unless a report comes first."""
+    committed_at: float | None = None
+    settled_at: float | None = None
+    """When it entered done/ or unneeded/ (the receipt's age for `prune_receipts`)."""
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "kind": self.kind.value, "state": self.state.value}
@@ -114,6 +131,13 @@ def object_path(config: NodeConfig, item: OutboxItem) -> Path:
     return item_dir(config, item) / OBJECT_FILE
 
 
+def destinations_on_disk(root: Path) -> list[str]:
+    """The destination folders under an outbox or dead letter root (not ``_commitment_reports`` etc.)."""
+    if not root.is_dir():
+        return []
+    return sorted(path.name for path in root.iterdir() if path.is_dir() and not path.name.startswith("_"))
+
+
 def read_item(folder: Path) -> OutboxItem:
     try:
         return OutboxItem.from_json(json.loads((folder / ITEM_JSON).read_text()))
@@ -135,6 +159,8 @@ def items_in(config: NodeConfig, destination: str, state: ItemState) -> list[Out
 
 def move_item(config: NodeConfig, item: OutboxItem, state: ItemState, **changes: Any) -> OutboxItem:
     """Record the new state in item.json (durably), then rename the folder into the state's folder."""
+    if state in SETTLED and "settled_at" not in changes:
+        changes["settled_at"] = time.time()
     moved = replace(item, state=state, **changes)
     source = item_dir(config, item)
     write_json_durably(source / ITEM_JSON, moved.to_json())
@@ -143,7 +169,7 @@ def move_item(config: NodeConfig, item: OutboxItem, state: ItemState, **changes:
     os.replace(source, target_parent / item.item_id)
     fsync_directory(target_parent)
     fsync_directory(source.parent)
-    if state in (ItemState.DONE, ItemState.UNNEEDED):
+    if state in SETTLED:
         (target_parent / item.item_id / OBJECT_FILE).unlink(missing_ok=True)
         fsync_directory(target_parent / item.item_id)
     return moved
@@ -287,7 +313,8 @@ def recover_outbox(config: NodeConfig) -> int:
     root = config.storage.outbox_dir
     if not root.is_dir():
         return 0
-    for destination in sorted(path for path in root.iterdir() if path.is_dir()):
+    for name in destinations_on_disk(root):
+        destination = root / name
         temporary_root = destination / TEMPORARY
         if temporary_root.is_dir():
             for leftover in temporary_root.iterdir():
@@ -296,7 +323,7 @@ def recover_outbox(config: NodeConfig) -> int:
             move_item(config, item, ItemState.QUEUED)
             log.warning("resuming %s: it was being sent when the node stopped", item.describe())
             resumed += 1
-        for state in (ItemState.DONE, ItemState.UNNEEDED):
+        for state in SETTLED:
             folder = state_dir(config, destination.name, state)
             for leftover_object in folder.glob(f"*/{OBJECT_FILE}") if folder.is_dir() else ():
                 leftover_object.unlink()
@@ -304,13 +331,10 @@ def recover_outbox(config: NodeConfig) -> int:
 
 
 def pending_items(config: NodeConfig) -> list[OutboxItem]:
-    """Items not yet settled (queued or being sent), across destinations."""
-    root = config.storage.outbox_dir
-    if not root.is_dir():
-        return []
+    """Items not yet settled (queued, being sent, waiting for commitment), across destinations."""
     pending: list[OutboxItem] = []
-    for destination in sorted(path.name for path in root.iterdir() if path.is_dir()):
-        for state in (ItemState.QUEUED, ItemState.SENDING):
+    for destination in destinations_on_disk(config.storage.outbox_dir):
+        for state in (ItemState.QUEUED, ItemState.SENDING, ItemState.COMMITTING):
             pending.extend(items_in(config, destination, state))
     return pending
 
@@ -326,6 +350,18 @@ class OutboxEntry:
     last_error: str
     items: tuple[str, ...]
     """For refused and dead-letter items: what they are and why."""
+    detail: str = ""
+    """For items waiting for storage commitment: since when, how often asked."""
+
+
+def _commitment_detail(items: list[OutboxItem], now: float) -> str:
+    stored_at = min(item.acknowledged_at or item.first_queued_at for item in items)
+    requests = max(item.commitment_requests for item in items)
+    transactions = len({item.transaction_uid for item in items})
+    return (
+        f"waiting for the storage commitment report: stored {(now - stored_at) / 60:.1f} min ago, "
+        f"asked up to {requests} times, {transactions} transaction(s) open"
+    )
 
 
 def outbox_status(config: NodeConfig, *, now: float | None = None) -> list[OutboxEntry]:
@@ -333,8 +369,7 @@ def outbox_status(config: NodeConfig, *, now: float | None = None) -> list[Outbo
     now = time.time() if now is None else now
     names = [destination.name for destination in config.destinations]
     for root in (config.storage.outbox_dir, config.storage.dead_letter_dir):
-        if root.is_dir():
-            names += sorted(path.name for path in root.iterdir() if path.is_dir() and path.name not in names)
+        names += [name for name in destinations_on_disk(root) if name not in names]
     entries = []
     for name in names:
         for state in ItemState:
@@ -357,6 +392,7 @@ def outbox_status(config: NodeConfig, *, now: float | None = None) -> list[Outbo
                     if errors
                     else "",
                     items=listed,
+                    detail=_commitment_detail(items, now) if state is ItemState.COMMITTING else "",
                 )
             )
     return entries

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from processing.phantoms import DetectedVial, find_vials
 from processing.qc_pictures import GREEN, RED, overlay_outlines, save_panels
@@ -97,6 +98,8 @@ class Calibration:
     tsc_mM: Volume
     """(S - b) / a on the sodium grid."""
     receive_field_corrected: bool
+    vial_rois: tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]
+    """Where each vial was measured (same order as ``vials``), on the sodium grid."""
 
 
 def _measure(signal: np.ndarray, vial: DetectedVial, concentration_mM: float) -> VialMeasurement:
@@ -266,4 +269,5 @@ def calibrate(
         qc=CalibrationQC(True, (), zero_offset, ordering_z, picture),
         tsc_mM=tsc_mM,
         receive_field_corrected=receive_field is not None,
+        vial_rois=(vials[0].roi, vials[1].roi),
     )

@@ -36,13 +36,26 @@ class LesionMasks:
     series_instance_uid: str
 
 
-def _frame_items(dataset: Dataset, index: int) -> tuple[int, list[float], list[float]]:
+def _functional_group(frame: Dataset, shared: Dataset, keyword: str, *, name: str, index: int) -> Dataset:
+    """The frame's own item of a functional group, or the shared one (a one-segment SEG shares its
+    Segment Identification, for instance)."""
+    for groups in (frame, shared):
+        if keyword in groups and len(groups[keyword].value) > 0:
+            item: Dataset = groups[keyword].value[0]
+            return item
+    raise SegmentationError(f"{name}: frame {index + 1} has no {keyword}, per frame or shared")
+
+
+def _frame_items(dataset: Dataset, index: int, *, name: str) -> tuple[int, list[float], list[float]]:
     frame = dataset.PerFrameFunctionalGroupsSequence[index]
     shared = dataset.SharedFunctionalGroupsSequence[0]
-    segment = int(frame.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
-    position = [float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient]
-    orientation_item = frame if "PlaneOrientationSequence" in frame else shared
-    orientation = [float(v) for v in orientation_item.PlaneOrientationSequence[0].ImageOrientationPatient]
+
+    def group(keyword: str) -> Dataset:
+        return _functional_group(frame, shared, keyword, name=name, index=index)
+
+    segment = int(group("SegmentIdentificationSequence").ReferencedSegmentNumber)
+    position = [float(v) for v in group("PlanePositionSequence").ImagePositionPatient]
+    orientation = [float(v) for v in group("PlaneOrientationSequence").ImageOrientationPatient]
     return segment, position, orientation
 
 
@@ -69,7 +82,7 @@ def read_lesion_seg(path: Path, *, t1: Volume) -> LesionMasks:
     column_direction = affine_lps[:3, 1] / np.linalg.norm(affine_lps[:3, 1])
     masks: dict[int, npt.NDArray[np.float32]] = {}
     for index in range(pixels.shape[0]):
-        segment, position, orientation = _frame_items(dataset, index)
+        segment, position, orientation = _frame_items(dataset, index, name=name)
         if not (
             np.allclose(orientation[:3], row_direction, atol=1e-3)
             and np.allclose(orientation[3:], column_direction, atol=1e-3)

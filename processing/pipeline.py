@@ -29,23 +29,31 @@ from processing.dicom_series import LoadedSeries, load_series
 from processing.lesion_masks import LesionMasks, read_lesion_seg
 from processing.measurements import (
     MEASUREMENTS_FILE,
+    BrainVolumes,
     Measurements,
     QualityCheck,
     SessionReference,
     Tissue,
+    TissueMeasurement,
     Verdict,
     write_measurements,
 )
 from processing.nifti_io import read_volume, write_volume
 from processing.provenance import write_provenance
 from processing.psf_resampling import resample_masks_to_sodium
+from processing.receive_field import (
+    MAX_FIELD_SPREAD,
+    ReceiveFieldEstimate,
+    VialReference,
+    estimate_receive_field,
+)
 from processing.registration import RegistrationChain, register_chain
 from processing.resample import resample_onto
 from processing.segmentation.builtin import segment_builtin
 from processing.segmentation.external import read_external_maps, run_segmentation_command
 from processing.segmentation.tissue_maps import TissueMaps, brain_volumes, compartments
 from processing.session_series import SessionSeries
-from processing.settings import ProcessingSettings, SegmentationSource
+from processing.settings import ProcessingSettings, ReceiveFieldSource, SegmentationSource
 from processing.tissue_tsc import measure_tissues
 from processing.volume import Volume
 from sodium_node import __version__
@@ -149,7 +157,7 @@ def _segment(
 
 
 def _quality(
-    calibration: Calibration,
+    inputs: SodiumSpaceInputs,
     chain: RegistrationChain,
     settings: ProcessingSettings,
     out_dir: Path,
@@ -158,6 +166,7 @@ def _quality(
     def relative(path: Path | None) -> str | None:
         return None if path is None else str(path.relative_to(out_dir))
 
+    calibration = inputs.calibration
     low = min(settings.phantom_concentrations_mM)
     checks = [
         QualityCheck(
@@ -180,10 +189,159 @@ def _quality(
         )
         for step in chain.steps
     ]
+    if inputs.receive_field is not None:
+        checks.append(
+            QualityCheck(
+                "receive_field",
+                Verdict.PASS,
+                "spread_p99_over_p1",
+                inputs.receive_field.spread,
+                MAX_FIELD_SPREAD,
+            )
+        )
     checks.append(
         QualityCheck("segmentation_in_sodium_fov", Verdict.PASS, "coverage", coverage, MIN_FOV_COVERAGE)
     )
     return tuple(checks)
+
+
+@dataclass(frozen=True)
+class SessionAnalysis:
+    """Everything up to the tissue maps in T1 space: what the sodium-space steps start from."""
+
+    series: SessionSeries
+    loaded: dict[str, LoadedSeries]
+    calibration: Calibration
+    chain: RegistrationChain
+    maps: TissueMaps
+    lesion_masks: LesionMasks | None
+    volumes: BrainVolumes
+    model: dict[str, Volume]
+    """The PVC compartments in T1 space (``compartments``)."""
+
+    @property
+    def sodium_name(self) -> str:
+        return self.loaded["sodium"].header.name
+
+    @property
+    def t1_name(self) -> str:
+        return self.loaded["t1_3d"].header.name
+
+
+def analyse_session(
+    series: SessionSeries, settings: ProcessingSettings, *, qc_folder: Path, timer: StepTimer
+) -> SessionAnalysis:
+    """Load, calibrate, register and segment (the steps before sodium space)."""
+    with timer.step("load"):
+        loaded = {
+            role: _load(paths, role) for role, paths in series.dicom_inputs().items() if role != "lesion_seg"
+        }
+        sodium, t1 = loaded["sodium"].echo(1), loaded["t1_3d"].echo(1)
+        _check_sodium_signal(sodium, loaded["sodium"].header.name)
+    with timer.step("calibrate"):
+        receive_field = None
+        if settings.receive_field_correction is ReceiveFieldSource.MAP:
+            if series.receive_field_nifti is None:
+                raise CalibrationError(
+                    'processing.receive_field_correction is "map" but no receive-field map came with the '
+                    'session; supply one, or choose "estimate" or "none"'
+                )
+            receive_field = read_volume(series.receive_field_nifti, space="sodium")
+        calibration = calibrate(
+            sodium,
+            concentrations_mM=settings.phantom_concentrations_mM,
+            erosion_voxels=settings.phantom_erosion_voxels,
+            receive_field=receive_field,
+            qc_picture_path=qc_folder / "calibration.png",
+            series_name=loaded["sodium"].header.name,
+        )
+    with timer.step("register"):
+        chain = register_chain(
+            sodium=sodium,
+            body_pd=loaded["body_coil_pdt2"].echo(1),
+            head_pd=loaded["head_coil_pdt2"].echo(1),
+            t1=t1,
+            settings=settings.registration,
+            qc_folder=qc_folder,
+        )
+    with timer.step("segment"), tempfile.TemporaryDirectory(prefix="sodium-seg-") as work:
+        lesion_masks, t2_lesions = _lesions(series, t1)
+        head_t2 = loaded["head_coil_pdt2"]
+        t2_on_t1 = (
+            resample_onto(head_t2.echo(2), t1, chain.steps[2].transform.inverse())
+            if len(head_t2.volumes) >= 2
+            else None
+        )
+        maps = _segment(series, settings, t1=t1, t2_lesions=t2_lesions, t2_on_t1=t2_on_t1, work=Path(work))
+        volumes = brain_volumes(
+            maps,
+            t2_lesions=t2_lesions,
+            t1_lesions=None if lesion_masks is None else lesion_masks.t1_hypointense,
+            t1_series=loaded["t1_3d"].header.name,
+        )
+        model = compartments(maps, t2_lesions=t2_lesions, lesion_dilation_mm=settings.lesion_dilation_mm)
+    return SessionAnalysis(series, loaded, calibration, chain, maps, lesion_masks, volumes, model)
+
+
+def tissues_in_sodium_space(analysis: SessionAnalysis, *, psf_fwhm_mm: float) -> dict[str, Volume]:
+    """The compartments PSF-scaled into sodium space; refuses a segmentation outside the sodium FOV."""
+    in_sodium = resample_masks_to_sodium(
+        analysis.model,
+        sodium_grid=analysis.calibration.tsc_mM,
+        t1_to_sodium=analysis.chain.t1_to_sodium,
+        psf_fwhm_mm=psf_fwhm_mm,
+    )
+    coverage = _fov_coverage(analysis.model, in_sodium)
+    if coverage < MIN_FOV_COVERAGE:
+        raise SegmentationError(
+            f"segmentation of {analysis.t1_name}: only {coverage:.0%} of the intracranial volume falls "
+            f"inside the sodium field of view of {analysis.sodium_name} (minimum {MIN_FOV_COVERAGE:.0%}): "
+            "wrong session, or a failed registration"
+        )
+    return in_sodium
+
+
+@dataclass(frozen=True)
+class SodiumSpaceInputs:
+    """What the measurement works on: the tissue maps in sodium space and the calibrated map."""
+
+    fractions: dict[str, Volume]
+    calibration: Calibration
+    receive_field: ReceiveFieldEstimate | None
+    """The estimated field, when ``receive_field_correction`` is ``estimate``."""
+
+
+def sodium_space_inputs(
+    analysis: SessionAnalysis, settings: ProcessingSettings, *, psf_fwhm_mm: float, qc_folder: Path | None
+) -> SodiumSpaceInputs:
+    """PSF-scaled tissue maps, and the calibration redone with the estimated receive field if asked."""
+    fractions = tissues_in_sodium_space(analysis, psf_fwhm_mm=psf_fwhm_mm)
+    if settings.receive_field_correction is not ReceiveFieldSource.ESTIMATE:
+        return SodiumSpaceInputs(fractions, analysis.calibration, None)
+    calibration = analysis.calibration
+    sodium = analysis.loaded["sodium"].echo(1)
+    estimate = estimate_receive_field(
+        sodium,
+        fractions,
+        [
+            VialReference(roi, vial.concentration_mM)
+            for roi, vial in zip(calibration.vial_rois, calibration.vials, strict=True)
+        ],
+        series_name=analysis.sodium_name,
+    )
+    corrected = calibrate(
+        sodium,
+        concentrations_mM=settings.phantom_concentrations_mM,
+        erosion_voxels=settings.phantom_erosion_voxels,
+        receive_field=estimate.field,
+        qc_picture_path=None if qc_folder is None else qc_folder / "calibration.png",
+        series_name=analysis.sodium_name,
+    )
+    return SodiumSpaceInputs(fractions, corrected, estimate)
+
+
+def psf_fwhm_mm(analysis: SessionAnalysis, settings: ProcessingSettings) -> float:
+    return settings.psf_fwhm_factor * float(np.mean(analysis.calibration.tsc_mM.voxel_size_mm))
 
 
 def process_session(
@@ -196,107 +354,68 @@ def process_session(
     qc_folder.mkdir(exist_ok=True)
     with tqdm(total=len(STEPS), disable=not progress, unit="step") as bar:
         timer = StepTimer({}, bar)
-        with timer.step("load"):
-            loaded = {
-                role: _load(paths, role)
-                for role, paths in series.dicom_inputs().items()
-                if role != "lesion_seg"
-            }
-            sodium, t1 = loaded["sodium"].echo(1), loaded["t1_3d"].echo(1)
-            _check_sodium_signal(sodium, loaded["sodium"].header.name)
-        with timer.step("calibrate"):
-            receive_field = None
-            if settings.receive_field_correction:
-                if series.receive_field_nifti is None:
-                    raise CalibrationError(
-                        "processing.receive_field_correction is on but no receive-field map came with the "
-                        "session; supply one or turn the setting off"
-                    )
-                receive_field = read_volume(series.receive_field_nifti, space="sodium")
-            calibration = calibrate(
-                sodium,
-                concentrations_mM=settings.phantom_concentrations_mM,
-                erosion_voxels=settings.phantom_erosion_voxels,
-                receive_field=receive_field,
-                qc_picture_path=qc_folder / "calibration.png",
-                series_name=loaded["sodium"].header.name,
-            )
-        with timer.step("register"):
-            chain = register_chain(
-                sodium=sodium,
-                body_pd=loaded["body_coil_pdt2"].echo(1),
-                head_pd=loaded["head_coil_pdt2"].echo(1),
-                t1=t1,
-                settings=settings.registration,
-                qc_folder=qc_folder,
-            )
-        with timer.step("segment"), tempfile.TemporaryDirectory(prefix="sodium-seg-") as work:
-            lesion_masks, t2_lesions = _lesions(series, t1)
-            head_t2 = loaded["head_coil_pdt2"]
-            t2_on_t1 = (
-                resample_onto(head_t2.echo(2), t1, chain.steps[2].transform.inverse())
-                if len(head_t2.volumes) >= 2
-                else None
-            )
-            maps = _segment(
-                series, settings, t1=t1, t2_lesions=t2_lesions, t2_on_t1=t2_on_t1, work=Path(work)
-            )
-            t1_name = loaded["t1_3d"].header.name
-            volumes = brain_volumes(
-                maps,
-                t2_lesions=t2_lesions,
-                t1_lesions=None if lesion_masks is None else lesion_masks.t1_hypointense,
-                t1_series=t1_name,
-            )
-            model = compartments(maps, t2_lesions=t2_lesions, lesion_dilation_mm=settings.lesion_dilation_mm)
+        analysis = analyse_session(series, settings, qc_folder=qc_folder, timer=timer)
+        fwhm_mm = psf_fwhm_mm(analysis, settings)
         with timer.step("resample"):
-            psf_fwhm_mm = settings.psf_fwhm_factor * float(np.mean(sodium.voxel_size_mm))
-            in_sodium = resample_masks_to_sodium(
-                model,
-                sodium_grid=calibration.tsc_mM,
-                t1_to_sodium=chain.t1_to_sodium,
-                psf_fwhm_mm=psf_fwhm_mm,
-            )
-            coverage = _fov_coverage(model, in_sodium)
-            if coverage < MIN_FOV_COVERAGE:
-                raise SegmentationError(
-                    f"segmentation of {t1_name}: only {coverage:.0%} of the intracranial volume falls "
-                    f"inside the sodium field of view of {loaded['sodium'].header.name} "
-                    f"(minimum {MIN_FOV_COVERAGE:.0%}): "
-                    "wrong session, or a failed registration"
-                )
+            inputs = sodium_space_inputs(analysis, settings, psf_fwhm_mm=fwhm_mm, qc_folder=qc_folder)
         with timer.step("measure"):
             tissues = measure_tissues(
-                calibration.tsc_mM, in_sodium, method=settings.pvc_method, csf_tsc_mM=settings.csf_tsc_mM
+                inputs.calibration.tsc_mM,
+                inputs.fractions,
+                method=settings.pvc_method,
+                csf_tsc_mM=settings.csf_tsc_mM,
             )
         with timer.step("write"):
-            files = {"tsc_map": "tsc_mM.nii.gz"}
-            write_volume(calibration.tsc_mM, out_dir / files["tsc_map"])
-            for tissue in Tissue:
-                if tissue.value in in_sodium:
-                    files[f"mask_{tissue.value}"] = f"mask_{tissue.value}.nii.gz"
-                    write_volume(in_sodium[tissue.value], out_dir / files[f"mask_{tissue.value}"])
-            quality = _quality(calibration, chain, settings, out_dir, coverage)
-            for check in quality:
-                if check.picture is not None:
-                    files[f"qc_{check.step}"] = check.picture
-            files["provenance"] = "provenance.json"
-            measurements = Measurements(
-                session=_session_reference(
-                    series, loaded, None if lesion_masks is None else lesion_masks.series_instance_uid
-                ),
-                pipeline_version=__version__,
-                segmentation=maps.source,
-                pvc_method=settings.pvc_method,
-                psf_fwhm_mm=psf_fwhm_mm,
-                csf_tsc_mM=settings.csf_tsc_mM,
-                tissues=tissues,
-                volumes=volumes,
-                quality=quality,
-                files=files,
+            measurements = _write_results(
+                analysis, inputs, tissues, settings, out_dir=out_dir, psf_fwhm_mm=fwhm_mm, timer=timer
             )
-            write_provenance(series, settings, out_dir / files["provenance"], step_seconds=timer.seconds)
-            write_measurements(measurements, out_dir)
+    return measurements
+
+
+def _write_results(
+    analysis: SessionAnalysis,
+    inputs: SodiumSpaceInputs,
+    tissues: tuple[TissueMeasurement, ...],
+    settings: ProcessingSettings,
+    *,
+    out_dir: Path,
+    psf_fwhm_mm: float,
+    timer: StepTimer,
+) -> Measurements:
+    files = {"tsc_map": "tsc_mM.nii.gz"}
+    write_volume(inputs.calibration.tsc_mM, out_dir / files["tsc_map"])
+    for tissue in Tissue:
+        if tissue.value in inputs.fractions:
+            files[f"mask_{tissue.value}"] = f"mask_{tissue.value}.nii.gz"
+            write_volume(inputs.fractions[tissue.value], out_dir / files[f"mask_{tissue.value}"])
+    if inputs.receive_field is not None:
+        files["receive_field"] = "receive_field.nii.gz"
+        write_volume(inputs.receive_field.field, out_dir / files["receive_field"])
+    coverage = _fov_coverage(analysis.model, inputs.fractions)
+    quality = _quality(inputs, analysis.chain, settings, out_dir, coverage)
+    for check in quality:
+        if check.picture is not None:
+            files[f"qc_{check.step}"] = check.picture
+    files["provenance"] = "provenance.json"
+    lesion_masks = analysis.lesion_masks
+    measurements = Measurements(
+        session=_session_reference(
+            analysis.series,
+            analysis.loaded,
+            None if lesion_masks is None else lesion_masks.series_instance_uid,
+        ),
+        pipeline_version=__version__,
+        segmentation=analysis.maps.source,
+        pvc_method=settings.pvc_method,
+        psf_fwhm_mm=psf_fwhm_mm,
+        csf_tsc_mM=settings.csf_tsc_mM,
+        tissues=tissues,
+        volumes=analysis.volumes,
+        quality=quality,
+        files=files,
+    )
+    write_provenance(analysis.series, settings, out_dir / files["provenance"], step_seconds=timer.seconds)
+    write_measurements(measurements, out_dir)
     return measurements
 
 

@@ -17,6 +17,14 @@ class SegmentationSource(enum.Enum):
     EXTERNAL = "external"
 
 
+class ReceiveFieldSource(enum.Enum):
+    """How the sodium coil's receive field is corrected (mirrors ``processing.receive_field_correction``)."""
+
+    ESTIMATE = "estimate"
+    MAP = "map"
+    NONE = "none"
+
+
 @dataclass(frozen=True)
 class ProcessingSettings:
     phantom_concentrations_mM: tuple[float, float] = (40.0, 80.0)
@@ -28,7 +36,7 @@ class ProcessingSettings:
     segmentation: SegmentationSource = SegmentationSource.BUILTIN
     segmentation_command: tuple[str, ...] | None = None
     lesion_dilation_mm: float = 0.0
-    receive_field_correction: bool = False
+    receive_field_correction: ReceiveFieldSource = ReceiveFieldSource.ESTIMATE
     registration: RegistrationSettings = field(default_factory=RegistrationSettings)
 
 
@@ -46,7 +54,7 @@ def settings_from_config(config: ProcessingConfig) -> ProcessingSettings:
         segmentation=SegmentationSource(config.segmentation.value),
         segmentation_command=config.segmentation_command,
         lesion_dilation_mm=config.lesion_dilation_mm,
-        receive_field_correction=config.receive_field_correction,
+        receive_field_correction=ReceiveFieldSource(config.receive_field_correction.value),
         registration=RegistrationSettings(
             histogram_bins=registration.histogram_bins,
             sampling_fraction=registration.sampling_fraction,

@@ -97,6 +97,14 @@ class PvcMethod(enum.Enum):
     NONE = "none"
 
 
+class ReceiveFieldCorrection(enum.Enum):
+    """The sodium coil's receive field: estimated from the session, a supplied map, or left in."""
+
+    ESTIMATE = "estimate"
+    MAP = "map"
+    NONE = "none"
+
+
 class SegmentationMethod(enum.Enum):
     """Tissue segmentation of the 3D T1: built in, or an external command."""
 
@@ -218,6 +226,7 @@ class StorageConfig(Section):
     index_database: Path
     fsync_before_ack: bool
     import_settle_s: Annotated[float, Field(gt=0)]
+    receipt_retention_days: Annotated[float, Field(gt=0)]
 
     @field_validator("root", "import_dir", "index_database")
     @classmethod
@@ -427,7 +436,7 @@ class ProcessingConfig(Section):
         default=None, validate_default=True
     )
     lesion_dilation_mm: Annotated[float, Field(ge=0)]
-    receive_field_correction: bool
+    receive_field_correction: ReceiveFieldCorrection
     max_step_minutes: Minutes
     registration: RegistrationConfig
 
@@ -524,6 +533,7 @@ class DestinationConfig(Section):
     port: Port
     accepts: Annotated[tuple[ObjectKind, ...], Field(min_length=1)]
     storage_commitment: bool
+    commitment_timeout_s: Seconds
     tls: TlsConfig
     retry: RetryConfig
 
@@ -582,6 +592,20 @@ class NodeConfig(Section):
                     subkey=(index, "name"),
                 )
         return values
+
+    @model_validator(mode="after")
+    def _commitment_reports_are_let_in(self) -> NodeConfig:
+        """A PACS with storage commitment reports on an association of its own, from its AE title."""
+        allowed = self.network.allowed_calling_ae_titles
+        for index, destination in enumerate(self.destinations):
+            if destination.storage_commitment and allowed and destination.ae_title not in allowed:
+                raise KeyedValueError(
+                    f"expected a list that includes {render_value(destination.ae_title)} "
+                    f"(destinations[{index}] uses storage commitment: its report comes from that AE "
+                    f"title), or [] for any, got {render_value(allowed)}",
+                    subkey=("network", "allowed_calling_ae_titles"),
+                )
+        return self
 
     @model_validator(mode="after")
     def _required_roles_are_classified(self) -> NodeConfig:

@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 
+from dicom_out.export import ExportedObject, export_results
 from processing.measurements import (
     BrainVolumes,
     Measurements,
@@ -138,6 +139,28 @@ def build_results_folder(session: SimulatedSession, folder: Path) -> Path:
 
 
 @dataclass(frozen=True)
+class Export:
+    """An export folder of a simulated session and what `export_results` listed."""
+
+    folder: Path
+    objects: list[ExportedObject]
+
+    def uids(self, *kinds: ObjectKind) -> set[str]:
+        return {item.sop_instance_uid for item in self.objects if not kinds or item.kind in kinds}
+
+    def sop_classes(self, *without: ObjectKind) -> set[str]:
+        return {item.sop_class_uid for item in self.objects if item.kind not in without}
+
+
+def export_session(session: SimulatedSession, folder: Path) -> Export:
+    """Every object kind of ``session``'s ground truth, exported under ``folder/export`` (< 1 s)."""
+    results_dir = build_results_folder(session, folder / "results")
+    objects = export_results(results_dir, session.series_files["sodium"], folder / "export")
+    assert {item.kind for item in objects} == set(ObjectKind)
+    return Export(folder / "export", objects)
+
+
+@dataclass(frozen=True)
 class DestinationSpec:
     """One [[destinations]] table of a test config: tiny back-offs so that retries take < 1 s."""
 
@@ -149,6 +172,7 @@ class DestinationSpec:
     max_backoff_s: float = 1.0
     max_age_hours: float = 1.0
     storage_commitment: bool = False
+    commitment_timeout_s: float = 600.0
 
     def toml(self) -> str:
         return (
@@ -156,15 +180,22 @@ class DestinationSpec:
             f'name = "{self.name}"\nae_title = "{self.ae_title}"\nhost = "127.0.0.1"\nport = {self.port}\n'
             f"accepts = {json.dumps([kind.value for kind in self.accepts])}\n"
             f"storage_commitment = {str(self.storage_commitment).lower()}\n"
+            f"commitment_timeout_s = {self.commitment_timeout_s!r}\n"
             "[destinations.tls]\nenabled = false\n"
             f"[destinations.retry]\ninitial_backoff_s = {self.initial_backoff_s!r}\n"
             f"max_backoff_s = {self.max_backoff_s!r}\nmax_age_hours = {self.max_age_hours!r}\n\n"
         )
 
 
-def write_delivery_config(folder: Path, destinations: Iterable[DestinationSpec]) -> Path:
-    """The shipped config with the node's state under ``folder`` and these [[destinations]]."""
-    path = write_node_config(folder, port=free_port())
+def write_delivery_config(
+    folder: Path, destinations: Iterable[DestinationSpec], *, node_port: int | None = None, **values: str
+) -> Path:
+    """The shipped config with the node's state under ``folder`` and these [[destinations]].
+
+    ``node_port`` is the node's own listener (where commitment reports go; default: a free port);
+    ``values`` replaces further ``key = value`` lines as in `write_node_config`.
+    """
+    path = write_node_config(folder, port=free_port() if node_port is None else node_port, **values)
     text = path.read_text()
     start, end = text.index("\n[[destinations]]\n") + 1, text.index("\n[logging]\n") + 1
     path.write_text(text[:start] + "".join(spec.toml() for spec in destinations) + text[end:])

@@ -1,11 +1,14 @@
-"""Run inside a private network namespace (``unshare -n``): Orthanc plus `sodium-node send` runs.
+"""Run inside a private network namespace (``unshare -n``): Orthanc (`LocalOrthanc`) and the node.
 
     python tests/orthanc_delivery_driver.py EXPORT_DIR WORK_DIR
 
 Scenario "down_then_up": `sodium-node send` starts while nothing listens, fails at least once, then
 Orthanc starts and gets everything. Scenario "kill9": a `sodium-node send` is killed with SIGKILL
-while objects are in ``sending/``, then run again. Prints one JSON document: per scenario the exit
-codes and the SOP Instance UIDs Orthanc holds (one entry per stored instance, from its REST API).
+while objects are in ``sending/``, then run again. Scenario "commitment": two Orthancs with storage
+commitment, "PACS" reporting to the node and "SILENT" reporting to a port where nothing listens;
+the node service delivers to both, then is stopped, SILENT is restarted knowing the node, and
+`sodium-node send` finishes. Prints one JSON document: per scenario the exit codes, the SOP
+Instance UIDs each Orthanc holds (one entry per stored instance) and the outbox states.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -26,74 +28,46 @@ sys.path.insert(0, str(TESTS.parent))
 
 from dicom_out_helpers import DestinationSpec, write_delivery_config  # noqa: E402
 from node_helpers import free_port  # noqa: E402
-from pynetdicom import AE  # noqa: E402
 
-from dicom_out.outbox import ItemState, items_in  # noqa: E402
+from dicom_out.commands import outbox_status_lines  # noqa: E402
+from dicom_out.export import read_export  # noqa: E402
+from dicom_out.outbox import OBJECT_FILE, ItemState, enqueue, items_in, state_dir  # noqa: E402
+from node.service import NodeService  # noqa: E402
+from node.worker import InventoryRunner  # noqa: E402
+from simulator.pacs import LocalOrthanc, RemoteModality  # noqa: E402
 from sodium_node.config import NodeConfig, load_config  # noqa: E402
+from sodium_node.config_models import ObjectKind  # noqa: E402
 
-ORTHANC = "/usr/sbin/Orthanc"
 SEND_WAIT_S = "120"
+NODE_AE = "SODIUM_NODE"
+COMMITMENT_TIMEOUT_S = 1.5
+FEW = (ObjectKind.SEG, ObjectKind.SR, ObjectKind.SUMMARY)
 
 
-def start_orthanc(folder: Path, dicom_port: int) -> tuple[subprocess.Popen[bytes], int]:
-    """Orthanc with its DICOM listener on ``dicom_port``, answering C-ECHO; returns it and its HTTP port."""
-    http_port = free_port()
-    folder.mkdir(parents=True)
-    configuration = {
-        "Name": "delivery-test",
-        "StorageDirectory": str(folder / "storage"),
-        "IndexDirectory": str(folder / "index"),
-        "DicomAet": "ORTHANC",
-        "DicomPort": dicom_port,
-        "HttpPort": http_port,
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
-        "DicomCheckCalledAet": False,
-        "Plugins": [],
-    }
-    (folder / "orthanc.json").write_text(json.dumps(configuration))
-    log = (folder / "orthanc.log").open("wb")
-    process = subprocess.Popen([ORTHANC, str(folder / "orthanc.json")], stdout=log, stderr=log)
-    wait_for_echo(dicom_port, process)
-    return process, http_port
+def orthanc(
+    folder: Path, dicom_port: int, *, ae_title: str = "ORTHANC", reports_to: int | None = None
+) -> LocalOrthanc:
+    """An Orthanc on ``dicom_port``; ``reports_to``: the port it sends commitment reports to (the node's)."""
+    modalities = (
+        () if reports_to is None else (RemoteModality("sodium-node", NODE_AE, "127.0.0.1", reports_to),)
+    )
+    return LocalOrthanc(
+        folder, dicom_port=dicom_port, http_port=free_port(), ae_title=ae_title, modalities=modalities
+    )
 
 
-def wait_for_echo(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"Orthanc exited with {process.returncode}")
-        ae = AE(ae_title="SODIUM_NODE")
-        ae.add_requested_context("1.2.840.10008.1.1")
-        association = ae.associate("127.0.0.1", port, ae_title="ORTHANC")
-        if association.is_established:
-            association.send_c_echo()
-            association.release()
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"Orthanc did not answer C-ECHO on port {port}")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def orthanc_instances(http_port: int) -> list[str]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/instances?expand", timeout=30) as response:
-        instances: list[dict[str, Any]] = json.loads(response.read())
-    return [str(instance["MainDicomTags"]["SOPInstanceUID"]) for instance in instances]
-
-
-def send(export_dir: Path, config_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
+def send(
+    export_dir: Path, config_path: Path, log_path: Path, wait_s: str = SEND_WAIT_S
+) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "sodium_node.cli", "send", str(export_dir), "--config", str(config_path)]
-    command += ["--wait", SEND_WAIT_S]
+    command += ["--wait", wait_s]
     log = log_path.open("ab")
     return subprocess.Popen(command, stdout=log, stderr=log, cwd=TESTS.parent)
+
+
+def state_count(config: NodeConfig, state: ItemState, destination: str = "ORTHANC") -> int:
+    folder = state_dir(config, destination, state)
+    return sum(1 for _ in folder.iterdir()) if folder.is_dir() else 0
 
 
 def down_then_up(export_dir: Path, work: Path) -> dict[str, Any]:
@@ -108,23 +82,19 @@ def down_then_up(export_dir: Path, work: Path) -> dict[str, Any]:
     while time.monotonic() < deadline and failed_attempts < 2:
         failed_attempts = max([item.attempts for item in items_in(config, "ORTHANC", ItemState.QUEUED)] + [0])
         time.sleep(0.05)
-    orthanc, http_port = start_orthanc(work / "orthanc", dicom_port)
-    try:
+    with orthanc(work / "orthanc", dicom_port) as pacs:
         returncode = sender.wait(timeout=float(SEND_WAIT_S) + 30)
         return {
             "failed_attempts_before_up": failed_attempts,
             "returncode": returncode,
-            "orthanc": orthanc_instances(http_port),
+            "orthanc": pacs.instance_uids(),
             "log": (work / "send.log").read_text()[-3000:],
         }
-    finally:
-        stop(orthanc)
 
 
 def kill9(export_dir: Path, work: Path) -> dict[str, Any]:
     dicom_port = free_port()
-    orthanc, http_port = start_orthanc(work / "orthanc", dicom_port)
-    try:
+    with orthanc(work / "orthanc", dicom_port) as pacs:
         config_path = write_delivery_config(
             work / "node", [DestinationSpec("ORTHANC", dicom_port, ae_title="ORTHANC")]
         )
@@ -142,7 +112,7 @@ def kill9(export_dir: Path, work: Path) -> dict[str, Any]:
                 break
             time.sleep(0.002)
         first_returncode = sender.wait()
-        in_orthanc_at_kill = len(orthanc_instances(http_port))
+        in_orthanc_at_kill = len(pacs.instance_uids())
         restarted = send(export_dir, config_path, work / "send.log")
         returncode = restarted.wait(timeout=float(SEND_WAIT_S) + 30)
         return {
@@ -151,25 +121,105 @@ def kill9(export_dir: Path, work: Path) -> dict[str, Any]:
             "sending_at_kill": sending_at_kill,
             "in_orthanc_at_kill": in_orthanc_at_kill,
             "returncode": returncode,
-            "orthanc": orthanc_instances(http_port),
+            "orthanc": pacs.instance_uids(),
             "outbox": {state.value: state_count(config, state) for state in ItemState},
             "log": (work / "send.log").read_text()[-3000:],
         }
-    finally:
-        stop(orthanc)
 
 
-def state_count(config: NodeConfig, state: ItemState) -> int:
-    folder = config.storage.outbox_dir / "ORTHANC" / state.value
-    return sum(1 for _ in folder.iterdir()) if folder.is_dir() else 0
+def _outbox(config: NodeConfig, destination: str) -> dict[str, Any]:
+    waiting = items_in(config, destination, ItemState.COMMITTING)
+    done = items_in(config, destination, ItemState.DONE)
+    return {
+        "states": {state.value: state_count(config, state, destination) for state in ItemState},
+        "objects_kept": len(
+            list(state_dir(config, destination, ItemState.COMMITTING).glob(f"*/{OBJECT_FILE}"))
+        ),
+        "objects_in_done": len(list(state_dir(config, destination, ItemState.DONE).glob(f"*/{OBJECT_FILE}"))),
+        "requests": sorted({item.commitment_requests for item in waiting}),
+        "committed_after_stored": all(
+            item.committed_at is not None
+            and item.acknowledged_at is not None
+            and item.committed_at >= item.acknowledged_at
+            for item in done
+        ),
+    }
+
+
+def commitment(export_dir: Path, work: Path) -> dict[str, Any]:
+    node_port, pacs_port, silent_port, nobody = free_port(), free_port(), free_port(), free_port()
+    destinations = [
+        DestinationSpec(
+            "PACS",
+            pacs_port,
+            ae_title="ORTHANC",
+            storage_commitment=True,
+            commitment_timeout_s=COMMITMENT_TIMEOUT_S,
+        ),
+        DestinationSpec(
+            "SILENT",
+            silent_port,
+            ae_title="SILENT",
+            accepts=FEW,
+            storage_commitment=True,
+            commitment_timeout_s=COMMITMENT_TIMEOUT_S,
+        ),
+    ]
+    config_path = write_delivery_config(work / "node", destinations, node_port=node_port)
+    config = load_config(config_path)
+    everything = len(read_export(export_dir))
+    silent = orthanc(work / "silent", silent_port, ae_title="SILENT", reports_to=nobody)
+    with orthanc(work / "pacs", pacs_port, reports_to=node_port) as pacs, silent:
+        service = NodeService(config, InventoryRunner())
+        service.start()
+        started = time.monotonic()
+        try:
+            enqueue(export_dir, config)
+            service.deliverer.wake()
+            deadline = started + 60
+            while time.monotonic() < deadline:
+                silent_requests = [
+                    item.commitment_requests for item in items_in(config, "SILENT", ItemState.COMMITTING)
+                ]
+                if (
+                    state_count(config, ItemState.DONE, "PACS") == everything
+                    and len(silent_requests) == len(FEW)
+                    and min(silent_requests) >= 2
+                ):
+                    break
+                time.sleep(0.05)
+            service_s = time.monotonic() - started
+        finally:
+            service.stop()
+            service.index.close()
+        status = outbox_status_lines(config)
+        with_service = {"PACS": _outbox(config, "PACS"), "SILENT": _outbox(config, "SILENT")}
+        silent_at_stop = silent.instance_uids()
+        silent.stop()
+        silent.modalities = (RemoteModality("sodium-node", NODE_AE, "127.0.0.1", node_port),)  # fixed
+        silent.start()
+        started = time.monotonic()
+        returncode = send(export_dir, config_path, work / "send.log", wait_s="30").wait(timeout=60)
+        return {
+            "everything": everything,
+            "service_s": service_s,
+            "with_service": with_service,
+            "status": status,
+            "pacs": pacs.instance_uids(),
+            "silent_at_stop": silent_at_stop,
+            "send_s": time.monotonic() - started,
+            "send_returncode": returncode,
+            "after_send": {"PACS": _outbox(config, "PACS"), "SILENT": _outbox(config, "SILENT")},
+            "silent": silent.instance_uids(),
+            "log": (work / "send.log").read_text()[-3000:],
+        }
 
 
 def main() -> int:
     export_dir, work = Path(sys.argv[1]), Path(sys.argv[2])
-    result = {
-        "down_then_up": down_then_up(export_dir, work / "down_then_up"),
-        "kill9": kill9(export_dir, work / "kill9"),
-    }
+    scenarios = {"down_then_up": down_then_up, "kill9": kill9, "commitment": commitment}
+    selected = sys.argv[3].split(",") if len(sys.argv) > 3 else list(scenarios)
+    result = {name: scenarios[name](export_dir, work / name) for name in selected}
     print(json.dumps(result))
     return 0
 

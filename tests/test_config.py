@@ -19,6 +19,7 @@ from sodium_node.config import (
     NodeConfig,
     ObjectKind,
     PvcMethod,
+    ReceiveFieldCorrection,
     Role,
     SegmentationMethod,
     TimeoutAction,
@@ -104,6 +105,7 @@ def test_default_config_has_the_documented_values() -> None:
     assert storage.import_dir == storage.root / "import"
     assert storage.index_database == storage.root / "index.sqlite3"
     assert storage.fsync_before_ack is True
+    assert storage.receipt_retention_days == 30.0
 
     sessions = config.sessions
     assert (sessions.grouping_window_minutes, sessions.quiet_period_s) == (240, 120)
@@ -122,7 +124,8 @@ def test_default_config_has_the_documented_values() -> None:
     assert processing.pvc_method is PvcMethod.GTM
     assert processing.segmentation is SegmentationMethod.BUILTIN
     assert processing.segmentation_command is None
-    assert (processing.lesion_dilation_mm, processing.receive_field_correction) == (0.0, False)
+    assert processing.lesion_dilation_mm == 0.0
+    assert processing.receive_field_correction is ReceiveFieldCorrection.ESTIMATE
     assert processing.registration.shrink_factors == (4, 2, 1)
     assert processing.registration.smoothing_sigmas_mm == (2.0, 1.0, 0.0)
 
@@ -132,6 +135,7 @@ def test_default_config_has_the_documented_values() -> None:
     (pacs,) = config.destinations
     assert (pacs.name, pacs.ae_title, pacs.host, pacs.port) == ("PACS", "ORTHANC", "127.0.0.1", 4242)
     assert set(pacs.accepts) == set(ObjectKind)
+    assert (pacs.storage_commitment, pacs.commitment_timeout_s) == (False, 600.0)
     assert pacs.tls.enabled is False and pacs.tls.cert_file is None
     assert (pacs.retry.initial_backoff_s, pacs.retry.max_backoff_s, pacs.retry.max_age_hours) == (10, 600, 72)
 
@@ -461,6 +465,12 @@ BAD_CONFIGS = [
         id="external segmentation without command",
     ),
     pytest.param(
+        set_key("processing", "receive_field_correction", value=True),
+        "processing.receive_field_correction",
+        'expected one of "estimate", "map", "none", got true',
+        id="receive field correction as the old boolean",
+    ),
+    pytest.param(
         set_key("processing", "registration", "smoothing_sigmas_mm", value=[1.0]),
         "processing.registration.smoothing_sigmas_mm",
         "expected one sigma per shrink factor (3), got 1",
@@ -483,6 +493,27 @@ BAD_CONFIGS = [
         "destinations[0].retry.max_backoff_s",
         "expected a value >= initial_backoff_s",
         id="backoff below initial",
+    ),
+    pytest.param(
+        set_key("destinations", 0, "commitment_timeout_s", value=0.0),
+        "destinations[0].commitment_timeout_s",
+        "expected a number > 0, got 0.0",
+        id="commitment timeout 0",
+    ),
+    pytest.param(
+        set_key("storage", "receipt_retention_days", value=-1.0),
+        "storage.receipt_retention_days",
+        "expected a number > 0, got -1.0",
+        id="negative receipt retention",
+    ),
+    pytest.param(
+        lambda document: (
+            document["network"].update(allowed_calling_ae_titles=["ACHIEVA_3T"]),
+            document["destinations"][0].update(storage_commitment=True),
+        ),
+        "network.allowed_calling_ae_titles",
+        'expected a list that includes "ORTHANC" (destinations[0] uses storage commitment',
+        id="commitment reporter not allowed in",
     ),
     pytest.param(
         set_key("logging", "level", value="info"),
@@ -533,3 +564,11 @@ def test_tls_files_must_exist_and_are_resolved(tmp_path: Path) -> None:
         tmp_path / "node.pem",
         tmp_path / "node.key",
     )
+
+
+def test_storage_commitment_with_the_reporter_allowed_in(tmp_path: Path) -> None:
+    document = default_document()
+    document["network"]["allowed_calling_ae_titles"] = ["ACHIEVA_3T", "ORTHANC"]
+    document["destinations"][0].update(storage_commitment=True, commitment_timeout_s=30.0)
+    (pacs,) = load_config(write_config(tmp_path, document)).destinations
+    assert (pacs.storage_commitment, pacs.commitment_timeout_s) == (True, 30.0)

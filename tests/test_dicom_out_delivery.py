@@ -1,31 +1,31 @@
 """Delivery: the durable outbox, C-STORE with retries, capability fallback, dead letter, resume.
 
 The peers are pynetdicom Storage SCPs started in-process on free ports of 127.0.0.1 (each test
-says which SOP classes its peer supports), and Orthanc (Debian package orthanc) in a private
-network namespace for the end-to-end tests. Time is passed explicitly (``now``) so that back-off
-and age limits are checked without waiting.
+says which SOP classes its peer supports), and Orthanc (Debian package orthanc, `LocalOrthanc`) in
+a private network namespace for the end-to-end tests, storage commitment included. Time is passed
+explicitly (``now``) so that back-off and age limits are checked without waiting.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
-from dicom_out_helpers import DestinationSpec, build_results_folder, store_scp, write_delivery_config
+from dicom_out_helpers import DestinationSpec, Export, export_session, store_scp, write_delivery_config
 from node_helpers import free_port
 
 from dicom_out.commands import outbox_status_lines
 from dicom_out.delivery import DeliveryLock, Outcome, deliver_once
-from dicom_out.export import ExportedObject, export_results
 from dicom_out.outbox import (
     ITEM_JSON,
     OBJECT_FILE,
@@ -38,34 +38,20 @@ from dicom_out.outbox import (
     recover_outbox,
     state_dir,
 )
+from dicom_out.retention import prune_receipts
 from simulator.session import SimulatedSession
 from sodium_node.config import NodeConfig, load_config
 from sodium_node.config_models import ObjectKind
 
 ALL_KINDS = tuple(ObjectKind)
 WITHOUT_FALLBACK = tuple(kind for kind in ObjectKind if kind is not ObjectKind.MR_FALLBACK)
+FEW = (ObjectKind.SEG, ObjectKind.SR, ObjectKind.SUMMARY)
 ORTHANC = "/usr/sbin/Orthanc"
-
-
-@dataclass(frozen=True)
-class Export:
-    folder: Path
-    objects: list[ExportedObject]
-
-    def uids(self, *kinds: ObjectKind) -> set[str]:
-        return {item.sop_instance_uid for item in self.objects if not kinds or item.kind in kinds}
-
-    def sop_classes(self, *without: ObjectKind) -> set[str]:
-        return {item.sop_class_uid for item in self.objects if item.kind not in without}
 
 
 @pytest.fixture(scope="module")
 def export(classic_session: SimulatedSession, tmp_path_factory: pytest.TempPathFactory) -> Export:
-    folder = tmp_path_factory.mktemp("delivery_export")
-    results_dir = build_results_folder(classic_session, folder / "results")
-    objects = export_results(results_dir, classic_session.series_files["sodium"], folder / "export")
-    assert {item.kind for item in objects} == set(ObjectKind)
-    return Export(folder / "export", objects)
+    return export_session(classic_session, tmp_path_factory.mktemp("delivery_export"))
 
 
 def _config(tmp_path: Path, *destinations: DestinationSpec) -> NodeConfig:
@@ -213,21 +199,50 @@ def test_a_restart_resumes_items_left_in_sending_without_duplicates(export: Expo
     assert _states(config, "PACS") == {ItemState.DONE: len(export.objects)}
 
 
-def test_orthanc_gets_everything_once_after_downtime_and_after_kill_9(
-    export: Export, tmp_path: Path, project_root: Path
+def test_receipts_are_removed_after_the_retention_period_refused_items_are_kept(
+    export: Export, tmp_path: Path
 ) -> None:
-    """Orthanc listens on every interface: it and the senders run in a private network namespace."""
+    port = free_port()
+    config = load_config(
+        write_delivery_config(
+            tmp_path / "node", [DestinationSpec("PACS", port, accepts=FEW)], receipt_retention_days="2.0"
+        )
+    )
+    enqueue(export.folder, config)
+    with store_scp(port, export.sop_classes(ObjectKind.SR)):
+        deliver_once(config)
+    assert _states(config, "PACS") == {ItemState.DONE: 2, ItemState.REFUSED: 1}
+    settled = [item.settled_at for item in items_in(config, "PACS", ItemState.DONE)]
+    assert all(moment is not None for moment in settled)
+    last = max(moment for moment in settled if moment is not None)
+    assert prune_receipts(config, now=last + 1.99 * 86400) == 0, "kept for receipt_retention_days"
+    assert prune_receipts(config, now=last + 2 * 86400) == 2
+    assert _states(config, "PACS") == {ItemState.REFUSED: 1}, "a refused object waits for an operator"
+    assert not list(state_dir(config, "PACS", ItemState.DONE).iterdir())
+    assert not list((config.storage.outbox_dir / "PACS" / "tmp").iterdir()), "nothing half-removed"
+    assert len(enqueue(export.folder, config)) == 2, "once pruned, the same export is sent again"
+
+
+def _run_orthanc_driver(project_root: Path, export: Export, work: Path, scenarios: str) -> dict[str, Any]:
+    """Orthanc listens on every interface: it and the node run in a private network namespace."""
     if not Path(ORTHANC).is_file():
         pytest.fail(f"{ORTHANC} is missing: install the Debian package orthanc (make tools)")
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         pytest.fail("the Orthanc tests need root and unshare(1) (Debian package util-linux)")
     driver = project_root / "tests" / "orthanc_delivery_driver.py"
-    script = f"ip link set lo up && exec {sys.executable} {driver} {export.folder} {tmp_path}"
+    script = f"ip link set lo up && exec {sys.executable} {driver} {export.folder} {work} {scenarios}"
     result = subprocess.run(
         ["unshare", "-n", "sh", "-c", script], capture_output=True, text=True, timeout=400, check=False
     )
     assert result.returncode == 0, f"driver failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    outcome: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return outcome
+
+
+def test_orthanc_gets_everything_once_after_downtime_and_after_kill_9(
+    export: Export, tmp_path: Path, project_root: Path
+) -> None:
+    outcome = _run_orthanc_driver(project_root, export, tmp_path, "down_then_up,kill9")
     everything_once = {uid: 1 for uid in export.uids()}
 
     down = outcome["down_then_up"]
@@ -241,3 +256,33 @@ def test_orthanc_gets_everything_once_after_downtime_and_after_kill_9(
     assert killed["returncode"] == 0, killed["log"]
     assert Counter(killed["orthanc"]) == everything_once, "nothing lost, nothing duplicated"
     assert killed["outbox"]["done"] == len(export.objects) and killed["outbox"]["sending"] == 0
+
+
+def test_orthanc_storage_commitment_done_only_once_reported_and_waiting_while_not(
+    export: Export, tmp_path: Path, project_root: Path
+) -> None:
+    """PACS (Orthanc) reports to the node service: done. SILENT (Orthanc) reports to nowhere: the
+    objects wait in committing/ (bytes kept, asked again, in the status) across a node restart,
+    until SILENT, restarted knowing the node, reports to `sodium-node send`."""
+    outcome = _run_orthanc_driver(project_root, export, tmp_path, "commitment")["commitment"]
+    few = export.uids(ObjectKind.SEG, ObjectKind.SR, ObjectKind.SUMMARY)
+    everything = len(export.objects)
+
+    pacs, silent = outcome["with_service"]["PACS"], outcome["with_service"]["SILENT"]
+    assert pacs["states"]["done"] == everything and pacs["objects_in_done"] == 0
+    assert pacs["committed_after_stored"], "committed_at comes from Orthanc's report, after the C-STORE"
+    assert Counter(outcome["pacs"]) == {uid: 1 for uid in export.uids()}
+    assert silent["states"]["committing"] == len(few) and silent["states"]["done"] == 0, "stored is not done"
+    assert silent["objects_kept"] == len(few), "the bytes are kept while waiting"
+    assert silent["requests"] == [2], "asked again after commitment_timeout_s"
+    assert Counter(outcome["silent_at_stop"]) == {uid: 1 for uid in few}, "asking again does not store again"
+    status = "\n".join(outcome["status"])
+    assert (
+        re.search(r"SILENT +committing +3 ", status) and "no storage commitment report from SILENT" in status
+    )
+
+    assert outcome["send_returncode"] == 0, outcome["log"]
+    after = outcome["after_send"]["SILENT"]
+    assert after["states"]["done"] == len(few) and after["states"]["committing"] == 0
+    assert after["objects_in_done"] == 0 and after["committed_after_stored"]
+    assert Counter(outcome["silent"]) == {uid: 1 for uid in few}

@@ -4,6 +4,7 @@ the job before anything that looks like a result is written."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 from pathlib import Path
@@ -26,6 +27,7 @@ from processing.session_series import SessionSeries
 from processing.settings import ProcessingSettings, SegmentationSource
 from processing.transforms import RigidTransform
 from processing.volume import Scaling
+from simulator.lesion_seg import write_lesion_seg
 from simulator.session import SimulatedSession
 from sodium_node.config_models import Role
 from sodium_node.errors import CalibrationError, SegmentationError
@@ -175,6 +177,33 @@ def test_lesion_mask_in_another_frame_of_reference(tmp_path: Path, classic_sessi
     dataset.save_as(moved)
     with pytest.raises(SegmentationError, match=r"frame of reference 1\.2\.3\.4 is not the 3D T1's"):
         read_lesion_seg(moved, t1=t1)
+
+
+def test_one_segment_lesion_seg_is_read(tmp_path: Path, classic_session: SimulatedSession) -> None:
+    """A SEG with only T2 lesions (no T1-hypointense segment, as for most CIS patients): highdicom
+    puts the Segment Identification in the shared functional groups, not per frame."""
+    files = classic_session.series_files["t1_3d"]
+    t1 = load_series(files).echo(1)
+    datasets = [pydicom.dcmread(path) for path in files]
+    datasets.sort(
+        key=lambda d: float(
+            np.dot(d.ImagePositionPatient, np.cross(*np.reshape(d.ImageOrientationPatient, (2, 3))))
+        )
+    )
+    t2_mask = np.zeros((len(datasets), datasets[0].Rows, datasets[0].Columns), dtype=bool)
+    t2_mask[80:83, 100:104, 110:115] = True
+    path = write_lesion_seg(
+        t1_datasets=datasets,
+        t2_lesion_mask_kji=t2_mask,
+        t1_hypointense_mask_kji=np.zeros_like(t2_mask),
+        series_number=1301,
+        created=dt.datetime(2026, 1, 2, 3, 4, 5),
+        path=tmp_path / "seg.dcm",
+    )
+    assert "SegmentIdentificationSequence" in pydicom.dcmread(path).SharedFunctionalGroupsSequence[0]
+    masks = read_lesion_seg(path, t1=t1)
+    assert masks.t1_hypointense is None
+    assert int(np.count_nonzero(masks.t2_hyperintense.data)) == int(t2_mask.sum())
 
 
 def test_t1_that_is_not_a_brain(classic_session: SimulatedSession) -> None:

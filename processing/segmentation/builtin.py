@@ -13,11 +13,14 @@ scipy, the MNI152 maps inside nilearn), needs no trained model, and gives partia
    warped template mixed with ``PRIOR_UNIFORM_SHARE`` of a flat prior (the affine fit is not exact);
    a smooth multiplicative bias field (2nd-order polynomial of position, fitted to confident
    voxels) is removed between EM rounds;
-4. fractions: each voxel is a two-tissue mixture, CSF/GM or GM/WM (whichever the locally smoothed
+4. pure-tissue levels: EM's class means are pulled towards each other by the many mixed voxels
+   of a 1 mm brain, so the levels come from a partial-volume model of the histogram
+   (``pve_levels``);
+5. fractions: each voxel is a two-tissue mixture, CSF/GM or GM/WM (whichever the locally smoothed
    posteriors favour), and its fractions are the linear unmixing of its intensity between the two
-   class means. Fractions are not clipped at the pure ends, so noise averages out instead of
+   pure-tissue levels. Fractions are not clipped at the pure ends, so noise averages out instead of
    biasing pure tissue towards a mixture;
-5. deep grey matter: the parenchyma (grey + white) inside the warped deep-grey regions; the rest of
+6. deep grey matter: the parenchyma (grey + white) inside the warped deep-grey regions; the rest of
    the grey matter is cortical (and cerebellar) grey matter.
 """
 
@@ -30,6 +33,7 @@ from scipy import ndimage
 
 from processing.segmentation.mni_priors import load_mni_priors
 from processing.segmentation.prior_registration import as_array, register_priors
+from processing.segmentation.pve_levels import pure_tissue_levels
 from processing.segmentation.tissue_maps import TissueMaps
 from processing.volume import Scaling, Volume
 from sodium_node.errors import SegmentationError
@@ -67,25 +71,6 @@ def _em(
         means = (posterior * intensity[:, None]).sum(axis=0) / weight
         sds = np.sqrt((posterior * (intensity[:, None] - means) ** 2).sum(axis=0) / weight) + 1e-6
     return posterior, means, sds
-
-
-def _pure_tissue_levels(
-    corrected: np.ndarray, labels: np.ndarray, intracranial: np.ndarray, *, fallback: np.ndarray
-) -> np.ndarray:
-    """Median intensity of each class's interior (its label eroded by one voxel).
-
-    EM's class means are pulled towards each other by the many mixed voxels of a 1 mm brain (WM ~2 %
-    low, CSF ~30 % high in simulations); the unmixing needs the pure-tissue levels."""
-    full = np.full(intracranial.shape, -1, dtype=np.int8)
-    full[intracranial] = labels
-    image = np.zeros(intracranial.shape, dtype=np.float64)
-    image[intracranial] = corrected
-    levels = fallback.copy()
-    for index in range(3):
-        interior = ndimage.binary_erosion(full == index)
-        if np.count_nonzero(interior) >= MIN_INTERIOR_VOXELS:
-            levels[index] = float(np.median(image[interior]))
-    return levels
 
 
 def _outer_csf(
@@ -157,7 +142,7 @@ def segment_builtin(
             f"{t1_name}: intensity classes are not those of a T1-weighted brain (CSF < GM < WM; means "
             f"{np.round(means, 4).tolist()}, SDs {np.round(sds, 4).tolist()})"
         )
-    means = _pure_tissue_levels(corrected, posterior.argmax(axis=1), intracranial, fallback=means)
+    means = pure_tissue_levels(corrected, means)
     log.info("%s: pure-tissue levels CSF %.4g, GM %.4g, WM %.4g", t1_name, *means)
     smooth_posterior = np.zeros((3, *t1.shape), dtype=np.float32)
     for index in range(3):

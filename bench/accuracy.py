@@ -1,0 +1,258 @@
+"""TSC accuracy against the simulator's truth, over simulated subjects of the four groups.
+
+For each subject: simulate a session (default protocol: SNR 8, receive field on, PSF 1.6 x voxel),
+run the pipeline's steps up to the tissue maps once (load, calibrate, register, segment), then
+measure every PVC method with the PSF width as configured and misjudged by -20 % / +20 %, with the
+builtin segmentation and, for reference, with the simulator's own tissue maps (isolates the error
+the segmenter adds). Prints MAE and bias per tissue vs ground truth, the goal lines of issue 6,
+and whether the group ordering of the truth is recovered.
+
+    .venv/bin/python bench/accuracy.py [--subjects 20] [--work DIR] [--keep]
+
+Per-subject rows are also written as JSON lines to ``WORK/accuracy.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import logging
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from processing.measurements import PvcMethod, Tissue
+from processing.nifti_io import read_volume
+from processing.pipeline import SessionAnalysis, StepTimer, analyse_session, sodium_space_inputs
+from processing.segmentation.tissue_maps import TissueMaps, compartments
+from processing.settings import ProcessingSettings, settings_from_config
+from processing.tissue_tsc import measure_tissues
+from processing.volume import Scaling
+from simulator.population import Group
+from simulator.session import SimulatedSession, SimulationOptions, simulate_session
+from sodium_node.config import default_config_path, load_config
+from sodium_node.process_command import files_by_role, session_series_from_roles
+
+GROUPS = (Group.HC, Group.CIS, Group.RRMS, Group.SPMS)
+PSF_MISJUDGED = {"psf as simulated": 1.0, "psf -20%": 0.8, "psf +20%": 1.2}
+MAIN_TISSUES = (Tissue.CORTICAL_GM, Tissue.DEEP_GM, Tissue.NAWM)
+REPORTED_TISSUES = (*MAIN_TISSUES, Tissue.LESION, Tissue.CSF)
+GOAL_MAE_MM = {"psf as simulated": 0.5, "psf -20%": 1.0, "psf +20%": 1.0}
+SEED_BASE = 7000
+
+
+def true_tsc(ground_truth: dict[str, Any]) -> dict[str, float]:
+    tissues = ground_truth["tissues"]
+    truth = {name: float(tissues[name]["tsc_true_mM"]) for name in ("cgm", "dgm", "nawm", "csf")}
+    lesion_parts = [tissues[name] for name in ("lesion_t1_iso", "lesion_t1_hypo") if name in tissues]
+    lesion_ml = sum(float(part["volume_t1_space_ml"]) for part in lesion_parts)
+    if lesion_ml > 0:
+        truth["lesion"] = (
+            sum(float(part["tsc_true_mM"]) * float(part["volume_t1_space_ml"]) for part in lesion_parts)
+            / lesion_ml
+        )
+    return truth
+
+
+def truth_tissue_maps(session: SimulatedSession, like: SessionAnalysis) -> TissueMaps:
+    """The simulator's own T1-space fractions in the pipeline's form (lesions count as white)."""
+    folder = session.ground_truth_path.parent / "t1_space"
+    t1 = like.maps.grey
+
+    def load(*names: str) -> np.ndarray:
+        """The sum of the named maps; lesion maps are absent for subjects without lesions."""
+        total = np.zeros(t1.shape, dtype=np.float32)
+        for name in names:
+            path = folder / f"prob_{name}.nii.gz"
+            if path.is_file():
+                total += np.asarray(read_volume(path, space="t1", unit="fraction").data, dtype=np.float32)
+            elif not name.startswith("lesion"):
+                raise FileNotFoundError(f"ground truth map {path} is missing")
+        return total
+
+    def volume(data: np.ndarray) -> Any:
+        return t1.with_data(data, scaling=Scaling.DERIVED, unit="fraction")
+
+    deep = load("dgm")
+    return TissueMaps(
+        grey=volume(load("cgm") + deep),
+        deep_grey=volume(deep),
+        white=volume(load("nawm", "lesion_t1_iso", "lesion_t1_hypo")),
+        csf=volume(load("csf")),
+        source="simulator truth",
+    )
+
+
+def with_truth_segmentation(
+    analysis: SessionAnalysis, session: SimulatedSession, settings: ProcessingSettings
+) -> SessionAnalysis:
+    maps = truth_tissue_maps(session, analysis)
+    lesions = None if analysis.lesion_masks is None else analysis.lesion_masks.t2_hyperintense
+    model = compartments(maps, t2_lesions=lesions, lesion_dilation_mm=settings.lesion_dilation_mm)
+    return dataclasses.replace(analysis, maps=maps, model=model)
+
+
+def measure_subject(
+    seed: int, group: Group, work: Path, settings: ProcessingSettings, config_rules: Any
+) -> list[dict[str, Any]]:
+    folder = work / f"subject-{seed}"
+    session = simulate_session(folder / "session", SimulationOptions(seed=seed, group=group))
+    series = session_series_from_roles(
+        files_by_role(session.dicom_folder, config_rules), where=str(session.dicom_folder)
+    )
+    timer = StepTimer({}, tqdm(disable=True))
+    (folder / "qc").mkdir(exist_ok=True)
+    started = time.perf_counter()
+    builtin = analyse_session(series, settings, qc_folder=folder / "qc", timer=timer)
+    analyses = {"builtin": builtin, "truth": with_truth_segmentation(builtin, session, settings)}
+    truth = true_tsc(session.ground_truth)
+    nominal_fwhm_mm = settings.psf_fwhm_factor * float(np.mean(builtin.calibration.tsc_mM.voxel_size_mm))
+    rows = []
+    for (segmentation, analysis), (psf_label, factor) in itertools.product(
+        analyses.items(), PSF_MISJUDGED.items()
+    ):
+        inputs = sodium_space_inputs(analysis, settings, psf_fwhm_mm=factor * nominal_fwhm_mm, qc_folder=None)
+        for method in PvcMethod:
+            measured = measure_tissues(
+                inputs.calibration.tsc_mM, inputs.fractions, method=method, csf_tsc_mM=settings.csf_tsc_mM
+            )
+            rows.append(
+                {
+                    "seed": seed,
+                    "group": group.value,
+                    "segmentation": segmentation,
+                    "psf": psf_label,
+                    "method": method.value,
+                    "measured": {m.tissue.value: m.mean_mM for m in measured},
+                    "truth": truth,
+                    "volumes_ml": {
+                        "tiv": builtin.volumes.tiv_ml,
+                        "cgm": builtin.volumes.cortical_gm_ml,
+                        "dgm": builtin.volumes.deep_gm_ml,
+                        "white": builtin.volumes.white_matter_ml,
+                        "truth": session.ground_truth["volumes"],
+                    },
+                }
+            )
+    logging.getLogger("bench").info(
+        "subject %d (%s): %.0f s, steps %s", seed, group.value, time.perf_counter() - started, timer.seconds
+    )
+    return rows
+
+
+def summary_table(rows: list[dict[str, Any]]) -> None:
+    print("\nMAE / bias (mM) per tissue vs ground truth; n = subjects with that tissue")
+    header = f"{'segmentation':12s} {'psf':17s} {'method':6s} " + " ".join(
+        f"{tissue.value:>15s}" for tissue in REPORTED_TISSUES
+    )
+    print(header)
+    keys = sorted({(r["segmentation"], r["psf"], r["method"]) for r in rows})
+    for segmentation, psf, method in keys:
+        chosen = [
+            r for r in rows if (r["segmentation"], r["psf"], r["method"]) == (segmentation, psf, method)
+        ]
+        cells = []
+        for tissue in REPORTED_TISSUES:
+            errors = [
+                r["measured"][tissue.value] - r["truth"][tissue.value]
+                for r in chosen
+                if tissue.value in r["measured"] and tissue.value in r["truth"]
+            ]
+            cells.append(
+                f"{np.mean(np.abs(errors)):6.2f}/{np.mean(errors):+6.2f} n{len(errors):<2d}"
+                if errors
+                else f"{'-':>15s}"
+            )
+        print(f"{segmentation:12s} {psf:17s} {method:6s} " + " ".join(f"{c:>15s}" for c in cells))
+
+
+def goal_lines(rows: list[dict[str, Any]], default_method: str) -> None:
+    print(f"\nGoal (issue 6), builtin segmentation, default method {default_method}:")
+    for psf, goal in GOAL_MAE_MM.items():
+        chosen = [
+            r for r in rows if (r["segmentation"], r["psf"], r["method"]) == ("builtin", psf, default_method)
+        ]
+        parts = []
+        for tissue in MAIN_TISSUES:
+            mae = float(
+                np.mean([abs(r["measured"][tissue.value] - r["truth"][tissue.value]) for r in chosen])
+            )
+            parts.append(f"{tissue.value} {mae:.2f}{' ok' if mae <= goal else ' MISSED'}")
+        print(f"  {psf:17s} MAE <= {goal} mM: " + ", ".join(parts))
+
+
+def group_ordering(rows: list[dict[str, Any]], default_method: str) -> None:
+    chosen = [
+        r
+        for r in rows
+        if (r["segmentation"], r["psf"], r["method"]) == ("builtin", "psf as simulated", default_method)
+    ]
+    print("\nGroup means (measured | truth of the same subjects), builtin segmentation, default method:")
+    agreed = total = 0
+    for tissue in MAIN_TISSUES:
+        means = {}
+        for group in GROUPS:
+            members = [r for r in chosen if r["group"] == group.value]
+            if members:
+                means[group.value] = (
+                    statistics.mean(r["measured"][tissue.value] for r in members),
+                    statistics.mean(r["truth"][tissue.value] for r in members),
+                )
+        print(f"  {tissue.value:5s} " + "  ".join(f"{g} {m:5.1f} | {t:5.1f}" for g, (m, t) in means.items()))
+        for first, second in itertools.combinations(means, 2):
+            total += 1
+            agreed += (means[first][0] > means[second][0]) == (means[first][1] > means[second][1])
+        if "SPMS" in means and "HC" in means:
+            measured_ok = means["SPMS"][0] > means["HC"][0]
+            truth_ok = means["SPMS"][1] > means["HC"][1]
+            print(
+                f"        SPMS > HC (Table 2): measured {'yes' if measured_ok else 'NO'}, "
+                f"truth {'yes' if truth_ok else 'no'}"
+            )
+    print(f"  pairwise group orderings recovered: {agreed}/{total}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--subjects", type=int, default=20, help="spread evenly over HC, CIS, RRMS, SPMS")
+    parser.add_argument("--seed-base", type=int, default=SEED_BASE)
+    parser.add_argument("--work", type=Path, help="keep sessions and rows here (default: a temporary folder)")
+    parser.add_argument("--keep", action="store_true", help="keep the simulated sessions")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("bench").setLevel(logging.INFO)
+    config = load_config(default_config_path())
+    settings = settings_from_config(config.processing)
+    work = args.work or Path(tempfile.mkdtemp(prefix="sodium-accuracy-"))
+    work.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    with (work / "accuracy.jsonl").open("w") as out:
+        for index in range(args.subjects):
+            seed, group = args.seed_base + index, GROUPS[index % len(GROUPS)]
+            subject_rows = measure_subject(seed, group, work, settings, config.classification.rules)
+            for row in subject_rows:
+                out.write(json.dumps(row) + "\n")
+            out.flush()
+            rows += subject_rows
+            if not args.keep:
+                shutil.rmtree(work / f"subject-{seed}", ignore_errors=True)
+    summary_table(rows)
+    goal_lines(rows, settings.pvc_method.value)
+    group_ordering(rows, settings.pvc_method.value)
+    print(f"\nrows: {work / 'accuracy.jsonl'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
