@@ -2,10 +2,11 @@
 
 For each subject: simulate a session (default protocol: SNR 8, receive field on, PSF 1.6 x voxel),
 run the pipeline's steps up to the tissue maps once (load, calibrate, register, segment), then
-measure every PVC method with the PSF width as configured and misjudged by -20 % / +20 %, with the
-builtin segmentation and, for reference, with the simulator's own tissue maps (isolates the error
-the segmenter adds). Prints MAE and bias per tissue vs ground truth, the goal lines of issue 6,
-and whether the group ordering of the truth is recovered.
+measure every PVC method with the PSF width as configured and misjudged by -20 % / +20 %, and
+with the receive-field correction off ("no field"), with the builtin segmentation and, for
+reference, with the simulator's own tissue maps (isolates the error the segmenter adds). Prints
+MAE and bias per tissue vs ground truth, the goal lines of issue 6, and whether the group
+ordering of the truth is recovered.
 
     .venv/bin/python bench/accuracy.py [--subjects 20] [--work DIR] [--keep]
 
@@ -34,7 +35,7 @@ from processing.measurements import PvcMethod, Tissue
 from processing.nifti_io import read_volume
 from processing.pipeline import SessionAnalysis, StepTimer, analyse_session, sodium_space_inputs
 from processing.segmentation.tissue_maps import TissueMaps, compartments
-from processing.settings import ProcessingSettings, settings_from_config
+from processing.settings import ProcessingSettings, ReceiveFieldSource, settings_from_config
 from processing.tissue_tsc import measure_tissues
 from processing.volume import Scaling
 from simulator.population import Group
@@ -43,10 +44,11 @@ from sodium_node.config import default_config_path, load_config
 from sodium_node.process_command import files_by_role, session_series_from_roles
 
 GROUPS = (Group.HC, Group.CIS, Group.RRMS, Group.SPMS)
-PSF_MISJUDGED = {"psf as simulated": 1.0, "psf -20%": 0.8, "psf +20%": 1.2}
+NOMINAL_PSF = "psf as simulated"
+PSF_MISJUDGED = {NOMINAL_PSF: 1.0, "psf -20%": 0.8, "psf +20%": 1.2}
 MAIN_TISSUES = (Tissue.CORTICAL_GM, Tissue.DEEP_GM, Tissue.NAWM)
 REPORTED_TISSUES = (*MAIN_TISSUES, Tissue.LESION, Tissue.CSF)
-GOAL_MAE_MM = {"psf as simulated": 0.5, "psf -20%": 1.0, "psf +20%": 1.0}
+GOAL_MAE_MM = {NOMINAL_PSF: 0.5, "psf -20%": 1.0, "psf +20%": 1.0}
 SEED_BASE = 7000
 
 
@@ -117,10 +119,15 @@ def measure_subject(
     truth = true_tsc(session.ground_truth)
     nominal_fwhm_mm = settings.psf_fwhm_factor * float(np.mean(builtin.calibration.tsc_mM.voxel_size_mm))
     rows = []
-    for (segmentation, analysis), (psf_label, factor) in itertools.product(
-        analyses.items(), PSF_MISJUDGED.items()
+    without_field = dataclasses.replace(settings, receive_field_correction=ReceiveFieldSource.NONE)
+    variants = [(psf_label, factor, settings) for psf_label, factor in PSF_MISJUDGED.items()]
+    variants.append((f"{NOMINAL_PSF}, no field", 1.0, without_field))
+    for (segmentation, analysis), (psf_label, factor, variant_settings) in itertools.product(
+        analyses.items(), variants
     ):
-        inputs = sodium_space_inputs(analysis, settings, psf_fwhm_mm=factor * nominal_fwhm_mm, qc_folder=None)
+        inputs = sodium_space_inputs(
+            analysis, variant_settings, psf_fwhm_mm=factor * nominal_fwhm_mm, qc_folder=None
+        )
         for method in PvcMethod:
             measured = measure_tissues(
                 inputs.calibration.tsc_mM, inputs.fractions, method=method, csf_tsc_mM=settings.csf_tsc_mM
@@ -194,7 +201,7 @@ def group_ordering(rows: list[dict[str, Any]], default_method: str) -> None:
     chosen = [
         r
         for r in rows
-        if (r["segmentation"], r["psf"], r["method"]) == ("builtin", "psf as simulated", default_method)
+        if (r["segmentation"], r["psf"], r["method"]) == ("builtin", NOMINAL_PSF, default_method)
     ]
     print("\nGroup means (measured | truth of the same subjects), builtin segmentation, default method:")
     agreed = total = 0

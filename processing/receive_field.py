@@ -26,6 +26,13 @@ What the brain contributes is the spatial variation of each tissue's apparent co
 Assumption, stated in ``docs/processing.md``: a tissue's TSC does not follow a smooth left-right
 or front-back gradient across the head; if it did, the gradient would be taken for field.
 
+The estimate is only as good as the tissue maps: with exact maps it is within 0.2-0.3 % of the
+true field (SD over the brain); behind a segmentation whose cortex/CSF boundary is off, the mask
+errors, which are spatially structured, leak into the quadratic terms (~2.5 % in simulations with
+the builtin segmenter). Simpler models (linear, or penalised quadratic terms) leak less but miss
+a real coil's curvature near the vials; ``bench/accuracy.py`` reports the method with and
+without the correction.
+
 Quality control: the field must stay within ``MAX_FIELD_SPREAD`` (ratio of its 99th to its 1st
 percentile over the brain); a larger spread is not a coil field but a failure (a vial not where
 the model thinks, a broken segmentation), and the job stops.

@@ -16,12 +16,14 @@ scipy, the MNI152 maps inside nilearn), needs no trained model, and gives partia
 4. pure-tissue levels: EM's class means are pulled towards each other by the many mixed voxels
    of a 1 mm brain, so the levels come from a partial-volume model of the histogram
    (``pve_levels``);
-5. fractions: each voxel is a two-tissue mixture, CSF/GM or GM/WM (whichever the locally smoothed
-   posteriors favour), and its fractions are the linear unmixing of its intensity between the two
-   pure-tissue levels. Fractions are not clipped at the pure ends, so noise averages out instead of
-   biasing pure tissue towards a mixture;
-6. deep grey matter: the parenchyma (grey + white) inside the warped deep-grey regions; the rest of
-   the grey matter is cortical (and cerebellar) grey matter.
+5. fractions: each voxel's intensity unmixed into CSF, GM and WM with the registered atlas as a
+   Gaussian prior (``unmixing``): the intensity decides what it can see, the atlas the
+   three-tissue mixtures a single T1 intensity cannot tell from pure grey matter; not clipped,
+   so noise averages out instead of biasing pure tissue towards a mixture;
+6. deep grey matter: the grey matter inside the warped deep-grey regions (their white matter, the
+   internal capsule between the nuclei, stays white: counted as deep grey it pulled the deep-grey
+   TSC ~4-6 mM towards the white matter's in simulations); the rest of the grey matter is
+   cortical (and cerebellar) grey matter.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from processing.segmentation.mni_priors import load_mni_priors
 from processing.segmentation.prior_registration import as_array, register_priors
 from processing.segmentation.pve_levels import pure_tissue_levels
 from processing.segmentation.tissue_maps import TissueMaps
+from processing.segmentation.unmixing import unmix
 from processing.volume import Scaling, Volume
 from sodium_node.errors import SegmentationError
 
@@ -44,7 +47,6 @@ PRIOR_UNIFORM_SHARE = 0.2
 EM_ROUNDS = 3
 EM_ITERATIONS = 8
 CONFIDENT_POSTERIOR = 0.9
-POSTERIOR_SMOOTHING_MM = 1.0
 MIN_CLASS_SEPARATION_SD = 1.5
 """Class means must be ordered CSF < GM < WM, adjacent ones this many SDs apart, or the image is not
 a T1-weighted brain."""
@@ -144,20 +146,9 @@ def segment_builtin(
         )
     means = pure_tissue_levels(corrected, means)
     log.info("%s: pure-tissue levels CSF %.4g, GM %.4g, WM %.4g", t1_name, *means)
-    smooth_posterior = np.zeros((3, *t1.shape), dtype=np.float32)
-    for index in range(3):
-        smooth_posterior[index][intracranial] = posterior[:, index]
-        smooth_posterior[index] = ndimage.gaussian_filter(
-            smooth_posterior[index], POSTERIOR_SMOOTHING_MM / np.asarray(t1.voxel_size_mm)
-        )
-    csf_side = (smooth_posterior[0] > smooth_posterior[2])[intracranial]
-    low = np.where(csf_side, means[0], means[1])
-    high = np.where(csf_side, means[1], means[2])
-    upper_share = (corrected - low) / (high - low)
-    fractions = np.zeros((3, intensity.size))
-    fractions[0] = np.where(csf_side, 1 - upper_share, 0.0)
-    fractions[1] = np.where(csf_side, upper_share, 1 - upper_share)
-    fractions[2] = np.where(csf_side, 0.0, upper_share)
+    atlas = np.stack([csf_prior[intracranial], grey_prior[intracranial], white_prior[intracranial]])
+    atlas /= np.maximum(atlas.sum(axis=0, keepdims=True), 1e-6)
+    fractions = unmix(corrected, means, atlas, noise_sd=float(np.median(sds)))
     maps = []
     for index in range(3):
         full = np.zeros(t1.shape, dtype=np.float32)
@@ -173,9 +164,7 @@ def segment_builtin(
         )
         csf = csf + outer
     region = np.clip(as_array(priors.deep_grey_region), 0.0, 1.0)
-    deep = region * (grey + white)
-    grey = grey * (1 - region) + deep
-    white = white * (1 - region)
+    deep = region * grey
 
     def volume(data: np.ndarray) -> Volume:
         return t1.with_data(data, scaling=Scaling.DERIVED, unit="fraction").with_space("t1")
