@@ -3,8 +3,8 @@
 (c) Orthanc with its default durability (``SyncStorageArea``: fsync of every stored file), in one run.
 
 Prints images/s for each, our ratio to each, the node's peak RSS, and how long after the last
-acknowledgement the node had every instance in its index and ingested (it moves instances from its
-receive journal into the spool, and reads their headers, once the sender pauses). Goal (issue 4):
+acknowledgement the node had every instance in its index and ingested (it reads their headers
+after storing them, outside the association). Goal (issue 4):
 >= 1.0x Orthanc and >= 0.5x storescp. The machine may be shared: figures are the best of
 ``--repeats`` rounds, each round measuring all three peers one after the other. Orthanc listens on
 every interface, so the whole run happens in a private network namespace with only the loopback

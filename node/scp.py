@@ -21,6 +21,7 @@ from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.transport import ThreadedAssociationServer
 
+from dicom_out.commitment_scp import ReportHandler, accept_commitment_reports
 from node.headers import is_valid_uid
 from node.index import Announced, Origin, Source
 from node.receive import Receiver
@@ -198,9 +199,17 @@ def build_ae(network: NetworkConfig) -> AE:
 
 
 def start_scp(
-    network: NetworkConfig, receiver: Receiver, *, port: int | None = None
+    network: NetworkConfig,
+    receiver: Receiver,
+    *,
+    port: int | None = None,
+    commitment_reports: ReportHandler | None = None,
 ) -> ThreadedAssociationServer:
-    """Start listening (non-blocking); ``port`` overrides the configured one (0 = any free port)."""
+    """Start listening (non-blocking); ``port`` overrides the configured one (0 = any free port).
+
+    With ``commitment_reports`` the listener also takes the storage commitment reports
+    (N-EVENT-REPORT) our destinations send back, and hands them to that dicom_out handler.
+    """
     ae = build_ae(network)
     handlers: list[EventHandlerType] = [
         (evt.EVT_C_STORE, make_store_handler(receiver)),
@@ -210,6 +219,9 @@ def start_scp(
         (evt.EVT_ABORTED, handle_released),
         (evt.EVT_REJECTED, handle_rejected),
     ]
+    if commitment_reports is not None:
+        accept_commitment_reports(ae)
+        handlers.append((evt.EVT_N_EVENT_REPORT, commitment_reports))
     address = (network.host, network.port if port is None else port)
     server: ThreadedAssociationServer = ae.make_server(
         address, evt_handlers=handlers, server_class=NoDelayAssociationServer

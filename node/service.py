@@ -13,6 +13,7 @@ import time
 
 from pynetdicom.transport import ThreadedAssociationServer
 
+from dicom_out.commitment_scp import make_event_report_handler
 from dicom_out.delivery import Deliverer
 from node.importer import ImportWatcher
 from node.index import Index
@@ -112,7 +113,14 @@ class NodeService:
     def start(self) -> None:
         self.recover()
         self.receiver.start()
-        self._server = start_scp(self.config.network, self.receiver, port=self._port)
+        reports = (  # destinations with storage commitment report to this listener
+            make_event_report_handler(self.config, on_saved=self.deliverer.wake)
+            if any(destination.storage_commitment for destination in self.config.destinations)
+            else None
+        )
+        self._server = start_scp(
+            self.config.network, self.receiver, port=self._port, commitment_reports=reports
+        )
         self.watcher.start()
         self.worker.start()
         self.deliverer.start()

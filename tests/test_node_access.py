@@ -1,13 +1,15 @@
-"""Who may talk to the node: the calling-AE allowlist and the association limit are enforced."""
+"""Who may talk to the node and how: the calling-AE allowlist, the association limit, the max PDU size."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from node_helpers import CALLING_AE, echoscu, running_node
+from node_helpers import CALLING_AE, dataset_bytes, echoscu, query, running_node, storescu
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
-from test_node_receive import ManifestRunner
+from test_node_receive import ManifestRunner, sop_uid
+
+from simulator.session import SimulatedSession
 
 
 def test_only_allowed_calling_ae_titles_are_accepted(tmp_path: Path) -> None:
@@ -30,3 +32,25 @@ def test_associations_beyond_the_limit_are_refused(tmp_path: Path) -> None:
             for association in held:
                 association.release()
         assert echoscu(node.port) == 0, "the node did not accept associations again after the others ended"
+
+
+def test_the_configured_max_pdu_size_is_applied(tmp_path: Path, classic_session: SimulatedSession) -> None:
+    with running_node(tmp_path, ManifestRunner(), max_pdu_size_bytes="16384") as node:
+        requestor = AE(ae_title=CALLING_AE)
+        requestor.add_requested_context(Verification)
+        association = requestor.associate("127.0.0.1", node.port, ae_title="SODIUM_NODE")
+        try:
+            assert association.is_established
+            assert association.acceptor.maximum_length == 16384, (
+                "the A-ASSOCIATE-AC offers the configured size"
+            )
+        finally:
+            association.release()
+        # storescu then fragments each data set into PDUs of at most 16 kB: they arrive whole.
+        files = classic_session.series_files["t1_2d"][:3]
+        assert all(path.stat().st_size > 16384 for path in files)
+        storescu(node.port, files)
+        assert node.receiver.wait_idle(60)
+        rows = dict(query(node.config, "SELECT sop_instance_uid, path FROM instances"))
+        for path in files:
+            assert dataset_bytes(node.config.storage.root / str(rows[sop_uid(path)])) == dataset_bytes(path)
