@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from child_process import run_measured
+from child_process import dcm2niix_executable, run_measured, sodium_node_executable
 
 log = logging.getLogger("bench.pipeline")
 GROUPS = ("RRMS", "HC", "SPMS", "CIS")
@@ -33,10 +33,8 @@ def main() -> int:
     parser.add_argument("--seed-base", type=int, default=300)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    sodium_node = Path(sys.executable).parent / "sodium-node"
-    dcm2niix = shutil.which("dcm2niix")
+    sodium_node, dcm2niix = sodium_node_executable(), dcm2niix_executable()
     if dcm2niix is None:
-        log.error("dcm2niix is not installed: apt-get install dcm2niix (make tools)")
         return 2
     rows = []
     with tempfile.TemporaryDirectory() as scratch:

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from processing.partial_volume import EXTRACRANIAL, GTM_MIN_INTRACRANIAL
 from processing.volume import Scaling, Volume
 from sodium_node.errors import CalibrationError
 
@@ -54,7 +55,6 @@ log = logging.getLogger(__name__)
 
 ITERATIONS = 8
 MIN_INTRACRANIAL = 0.5
-GTM_MIN_INTRACRANIAL = 0.3
 MAX_FIELD_SPREAD = 1.8
 """99th / 1st percentile of the field over the brain. A volume coil over a head: ~1.2-1.4."""
 LENGTH_SCALE_MM = 100.0
@@ -161,7 +161,7 @@ def estimate_receive_field(
     field = np.exp(log_field)
     low, high = np.percentile(field[brain], [1, 99])
     spread = float(high / low)
-    fitted = dict(zip([*names, "extracranial"], (float(c) for c in concentrations), strict=True))
+    fitted = dict(zip([*names, EXTRACRANIAL], (float(c) for c in concentrations), strict=True))
     log.info(
         "%s: receive field %.3f-%.3f over the brain (spread %.2f); GTM with it: %s",
         series_name,
