@@ -16,7 +16,6 @@ interface up (``unshare -n``, needs root).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -28,6 +27,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from simulator.pacs import LocalOrthanc
 
 log = logging.getLogger("bench.receive")
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -148,30 +149,14 @@ def bench_storescp(files: list[Path], work: Path) -> float:
 
 
 def bench_orthanc(files: list[Path], work: Path) -> float:
-    port, http_port = free_port(), free_port()
-    folder = work / "orthanc"
-    folder.mkdir()
-    configuration = {
-        "Name": "bench",
-        "StorageDirectory": str(folder / "storage"),
-        "IndexDirectory": str(folder / "index"),
-        "DicomAet": "ORTHANC",
-        "DicomPort": port,
-        "HttpPort": http_port,
-        "RemoteAccessAllowed": False,
-        "DicomCheckCalledAet": False,
+    settings = {
         "StorageCompression": False,
         "SyncStorageArea": True,  # Orthanc's default since 1.7.4, spelled out: the fair comparison
-        "Plugins": [],
     }
-    (folder / "orthanc.json").write_text(json.dumps(configuration))
-    command = ["/usr/sbin/Orthanc", str(folder / "orthanc.json")]
-    process = subprocess.Popen(command, env=DCMTK_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_echo(port, "ORTHANC", process)
-        return send(port, "ORTHANC", files)
-    finally:
-        stop(process)
+    with LocalOrthanc(
+        work / "orthanc", dicom_port=free_port(), http_port=free_port(), settings=settings
+    ) as pacs:
+        return send(pacs.dicom_port, pacs.ae_title, files)
 
 
 def simulated_files(work: Path) -> list[Path]:

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -66,7 +67,10 @@ class LocalOrthanc:
         http_port: int,
         ae_title: str = "ORTHANC",
         modalities: Sequence[RemoteModality] = (),
+        settings: Mapping[str, Any] | None = None,
     ) -> None:
+        """``settings``: further Orthanc configuration options, e.g. ``{"SyncStorageArea": True}``."""
+        self.settings = dict(settings or {})
         self.folder = folder
         self.dicom_port = dicom_port
         self.http_port = http_port
@@ -94,6 +98,7 @@ class LocalOrthanc:
                 for modality in self.modalities
             },
             "Plugins": [],
+            **self.settings,
         }
         self.configuration_path.write_text(json.dumps(configuration, indent=2) + "\n")
         return self.configuration_path
@@ -105,7 +110,10 @@ class LocalOrthanc:
         configuration = self.write_configuration()
         with (self.folder / "orthanc.log").open("ab") as log_file:
             self._process = subprocess.Popen(
-                [str(ORTHANC), str(configuration)], stdout=log_file, stderr=log_file
+                [str(ORTHANC), str(configuration)],
+                stdout=log_file,
+                stderr=log_file,
+                env={**os.environ, "TCP_NODELAY": "1"},  # Orthanc's DICOM stack keeps Nagle on otherwise
             )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
