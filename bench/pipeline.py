@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -37,6 +38,7 @@ def main() -> int:
     if dcm2niix is None:
         return 2
     rows = []
+    failures: list[int] = []
     with tempfile.TemporaryDirectory() as scratch:
         for index in range(args.sessions):
             group, seed = GROUPS[index % len(GROUPS)], args.seed_base + index
@@ -45,15 +47,26 @@ def main() -> int:
                 [str(sodium_node), "simulate", str(session), "--seed", str(seed), "--group", group, "--quiet"]
             )
             results = Path(scratch) / f"results{index}"
-            seconds, peak_mib = run_measured(
-                [str(sodium_node), "process", str(session / "dicom"), str(results), "--quiet"]
-            )
+            try:
+                seconds, peak_mib = run_measured(
+                    [str(sodium_node), "process", str(session / "dicom"), str(results), "--quiet"]
+                )
+            except subprocess.CalledProcessError:
+                log.error(
+                    "%s seed %d: processing FAILED (run sodium-node process on it to see why)", group, seed
+                )
+                failures.append(seed)
+                continue
             steps = json.loads((results / "provenance.json").read_text())["step_seconds"]
             converted = Path(scratch) / f"nifti{index}"
             converted.mkdir()
             peer_seconds, _ = run_measured([dcm2niix, "-o", str(converted), str(session / "dicom")])
             rows.append((group, seed, seconds, peak_mib, steps, peer_seconds))
             shutil.rmtree(session)
+    if failures:
+        log.error("failed sessions (seeds): %s", failures)
+    if not rows:
+        return 1
     step_names = list(rows[0][4])
     log.info(
         "%-5s %5s %8s %9s %s %11s",
