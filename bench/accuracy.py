@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from processing.measurements import PvcMethod, Tissue
 from processing.nifti_io import read_volume
-from processing.pipeline import SessionAnalysis, StepTimer, analyse_session, sodium_space_inputs
+from processing.pipeline import SessionAnalysis, StepTimer, analyse_session, psf_fwhm_mm, sodium_space_inputs
 from processing.segmentation.tissue_maps import TissueMaps, compartments
 from processing.settings import ProcessingSettings, ReceiveFieldSource, settings_from_config
 from processing.tissue_tsc import measure_tissues
@@ -117,7 +117,7 @@ def measure_subject(
     builtin = analyse_session(series, settings, qc_folder=folder / "qc", timer=timer)
     analyses = {"builtin": builtin, "truth": with_truth_segmentation(builtin, session, settings)}
     truth = true_tsc(session.ground_truth)
-    nominal_fwhm_mm = settings.psf_fwhm_factor * float(np.mean(builtin.calibration.tsc_mM.voxel_size_mm))
+    nominal_fwhm_mm = psf_fwhm_mm(builtin, settings)
     rows = []
     without_field = dataclasses.replace(settings, receive_field_correction=ReceiveFieldSource.NONE)
     variants = [(psf_label, factor, settings) for psf_label, factor in PSF_MISJUDGED.items()]

@@ -68,42 +68,42 @@ def _stacked(fractions: Mapping[str, Volume]) -> tuple[list[str], Float64Array]:
     return names, stack
 
 
-def extracranial_fraction(fractions_in_sodium_space: Mapping[str, Volume]) -> Float64Array:
-    """1 - sum of the intracranial compartments' PSF-scaled fractions (clipped to 0..1)."""
-    _, stack = _stacked(fractions_in_sodium_space)
-    return np.asarray(np.clip(1.0 - stack.sum(axis=0), 0.0, 1.0))
+def compartment_design(fractions_in_sodium_space: Mapping[str, Volume]) -> tuple[list[str], Float64Array]:
+    """The GTM's regressors: names (the compartments, then ``extracranial``) and, for every voxel,
+    each compartment's PSF-scaled fraction and 1 - their sum (clipped to 0..1), shape
+    ``[*grid, len(names)]``. The model of a voxel is ``design[voxel] @ concentrations``."""
+    names, stack = _stacked(fractions_in_sodium_space)
+    extracranial = np.clip(1.0 - stack.sum(axis=0), 0.0, 1.0)
+    design = np.moveaxis(np.concatenate([stack, extracranial[None]]), 0, -1)
+    return [*names, EXTRACRANIAL], design
 
 
 def gtm_concentrations(tsc_mM: Volume, fractions_in_sodium_space: Mapping[str, Volume]) -> dict[str, float]:
     """Least-squares GTM: each compartment's concentration (mM), ``extracranial`` included."""
-    names, stack = _stacked(fractions_in_sodium_space)
-    intracranial = stack.sum(axis=0)
-    region = intracranial >= GTM_MIN_INTRACRANIAL
-    if int(region.sum()) < 10 * (len(names) + 1):
+    names, design = compartment_design(fractions_in_sodium_space)
+    region = design[..., :-1].sum(axis=-1) >= GTM_MIN_INTRACRANIAL
+    if int(region.sum()) < 10 * len(names):
         raise SegmentationError(
             f"the tissue maps cover only {int(region.sum())} sodium voxels at >= {GTM_MIN_INTRACRANIAL:.0%} "
             "intracranial: the segmentation does not overlap the sodium field of view"
         )
-    design = np.concatenate([stack[:, region], np.clip(1.0 - intracranial[region], 0.0, 1.0)[None]]).T
     observed = np.asarray(tsc_mM.data, dtype=np.float64)[region]
-    coefficients, _, rank, _ = np.linalg.lstsq(design, observed, rcond=None)
-    if rank < design.shape[1]:
-        log.warning("GTM: the transfer matrix is rank deficient (%d of %d)", rank, design.shape[1])
-    return dict(zip([*names, EXTRACRANIAL], (float(c) for c in coefficients), strict=True))
+    coefficients, _, rank, _ = np.linalg.lstsq(design[region], observed, rcond=None)
+    if rank < len(names):
+        log.warning("GTM: the transfer matrix is rank deficient (%d of %d)", rank, len(names))
+    return dict(zip(names, (float(c) for c in coefficients), strict=True))
 
 
 def gtm_voxel_estimates(
     tsc_mM: Volume, fractions_in_sodium_space: Mapping[str, Volume], concentrations_mM: Mapping[str, float]
 ) -> dict[str, VoxelEstimates]:
     """Each voxel partitioned with every other compartment at its GTM concentration."""
-    names, stack = _stacked(fractions_in_sodium_space)
+    names, design = compartment_design(fractions_in_sodium_space)
     observed = np.asarray(tsc_mM.data, dtype=np.float64)
-    extracranial = np.clip(1.0 - stack.sum(axis=0), 0.0, 1.0)
-    modelled = np.tensordot(np.array([concentrations_mM[n] for n in names]), stack, axes=1)
-    modelled += concentrations_mM[EXTRACRANIAL] * extracranial
+    modelled = design @ np.array([concentrations_mM[n] for n in names])
     estimates: dict[str, VoxelEstimates] = {}
-    for index, name in enumerate(names):
-        fraction = stack[index]
+    for index, name in enumerate(names[:-1]):
+        fraction = design[..., index]
         selected = fraction >= MIN_TISSUE_SHARE
         others = modelled[selected] - concentrations_mM[name] * fraction[selected]
         values = (observed[selected] - others) / fraction[selected]

@@ -161,7 +161,6 @@ def _quality(
     chain: RegistrationChain,
     settings: ProcessingSettings,
     out_dir: Path,
-    coverage: float,
 ) -> tuple[QualityCheck, ...]:
     def relative(path: Path | None) -> str | None:
         return None if path is None else str(path.relative_to(out_dir))
@@ -200,7 +199,9 @@ def _quality(
             )
         )
     checks.append(
-        QualityCheck("segmentation_in_sodium_fov", Verdict.PASS, "coverage", coverage, MIN_FOV_COVERAGE)
+        QualityCheck(
+            "segmentation_in_sodium_fov", Verdict.PASS, "coverage", inputs.coverage, MIN_FOV_COVERAGE
+        )
     )
     return tuple(checks)
 
@@ -283,8 +284,11 @@ def analyse_session(
     return SessionAnalysis(series, loaded, calibration, chain, maps, lesion_masks, volumes, model)
 
 
-def tissues_in_sodium_space(analysis: SessionAnalysis, *, psf_fwhm_mm: float) -> dict[str, Volume]:
-    """The compartments PSF-scaled into sodium space; refuses a segmentation outside the sodium FOV."""
+def tissues_in_sodium_space(
+    analysis: SessionAnalysis, *, psf_fwhm_mm: float
+) -> tuple[dict[str, Volume], float]:
+    """The compartments PSF-scaled into sodium space, and the share of their volume inside the sodium
+    field of view; refuses a segmentation outside it."""
     in_sodium = resample_masks_to_sodium(
         analysis.model,
         sodium_grid=analysis.calibration.tsc_mM,
@@ -298,7 +302,7 @@ def tissues_in_sodium_space(analysis: SessionAnalysis, *, psf_fwhm_mm: float) ->
             f"inside the sodium field of view of {analysis.sodium_name} (minimum {MIN_FOV_COVERAGE:.0%}): "
             "wrong session, or a failed registration"
         )
-    return in_sodium
+    return in_sodium, coverage
 
 
 @dataclass(frozen=True)
@@ -306,6 +310,8 @@ class SodiumSpaceInputs:
     """What the measurement works on: the tissue maps in sodium space and the calibrated map."""
 
     fractions: dict[str, Volume]
+    coverage: float
+    """Share of the segmented intracranial volume inside the sodium field of view."""
     calibration: Calibration
     receive_field: ReceiveFieldEstimate | None
     """The estimated field, when ``receive_field_correction`` is ``estimate``."""
@@ -315,9 +321,9 @@ def sodium_space_inputs(
     analysis: SessionAnalysis, settings: ProcessingSettings, *, psf_fwhm_mm: float, qc_folder: Path | None
 ) -> SodiumSpaceInputs:
     """PSF-scaled tissue maps, and the calibration redone with the estimated receive field if asked."""
-    fractions = tissues_in_sodium_space(analysis, psf_fwhm_mm=psf_fwhm_mm)
+    fractions, coverage = tissues_in_sodium_space(analysis, psf_fwhm_mm=psf_fwhm_mm)
     if settings.receive_field_correction is not ReceiveFieldSource.ESTIMATE:
-        return SodiumSpaceInputs(fractions, analysis.calibration, None)
+        return SodiumSpaceInputs(fractions, coverage, analysis.calibration, None)
     calibration = analysis.calibration
     sodium = analysis.loaded["sodium"].echo(1)
     estimate = estimate_receive_field(
@@ -337,7 +343,7 @@ def sodium_space_inputs(
         qc_picture_path=None if qc_folder is None else qc_folder / "calibration.png",
         series_name=analysis.sodium_name,
     )
-    return SodiumSpaceInputs(fractions, corrected, estimate)
+    return SodiumSpaceInputs(fractions, coverage, corrected, estimate)
 
 
 def psf_fwhm_mm(analysis: SessionAnalysis, settings: ProcessingSettings) -> float:
@@ -391,8 +397,7 @@ def _write_results(
     if inputs.receive_field is not None:
         files["receive_field"] = "receive_field.nii.gz"
         write_volume(inputs.receive_field.field, out_dir / files["receive_field"])
-    coverage = _fov_coverage(analysis.model, inputs.fractions)
-    quality = _quality(inputs, analysis.chain, settings, out_dir, coverage)
+    quality = _quality(inputs, analysis.chain, settings, out_dir)
     for check in quality:
         if check.picture is not None:
             files[f"qc_{check.step}"] = check.picture

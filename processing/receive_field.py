@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from processing.partial_volume import EXTRACRANIAL, GTM_MIN_INTRACRANIAL
+from processing.partial_volume import GTM_MIN_INTRACRANIAL, compartment_design
 from processing.volume import Scaling, Volume
 from sodium_node.errors import CalibrationError
 
@@ -102,10 +102,8 @@ def estimate_receive_field(
     series_name: str = "sodium series",
 ) -> ReceiveFieldEstimate:
     """Estimate B on ``signal``'s grid; see the module doc."""
-    names = list(fractions_in_sodium_space)
-    stack = np.stack([np.asarray(fractions_in_sodium_space[n].data, dtype=np.float64) for n in names])
-    intracranial = stack.sum(axis=0)
-    extracranial = np.clip(1.0 - intracranial, 0.0, 1.0)
+    names, model_design = compartment_design(fractions_in_sodium_space)
+    intracranial = model_design[..., :-1].sum(axis=-1)
     data = np.asarray(signal.data, dtype=np.float64)
     gtm_region = intracranial >= GTM_MIN_INTRACRANIAL
     brain = (intracranial >= MIN_INTRACRANIAL) & (data > 0)
@@ -129,8 +127,7 @@ def estimate_receive_field(
         return _quadratic_terms((_voxel_points(signal.shape, affine, mask) - centre) / LENGTH_SCALE_MM)
 
     gtm_terms, brain_terms, vial_terms = terms(gtm_region), terms(brain), terms(vial_mask)
-    gtm_design = np.concatenate([stack[:, gtm_region], extracranial[gtm_region][None]]).T
-    brain_design = np.concatenate([stack[:, brain], extracranial[brain][None]]).T
+    gtm_design, brain_design = model_design[gtm_region], model_design[brain]
     gtm_signal, brain_signal, vial_signal = data[gtm_region], data[brain], data[vial_mask]
     vial_known = vial_concentration[vial_mask]
     theta = np.zeros(gtm_terms.shape[1])
@@ -161,7 +158,7 @@ def estimate_receive_field(
     field = np.exp(log_field)
     low, high = np.percentile(field[brain], [1, 99])
     spread = float(high / low)
-    fitted = dict(zip([*names, EXTRACRANIAL], (float(c) for c in concentrations), strict=True))
+    fitted = dict(zip(names, (float(c) for c in concentrations), strict=True))
     log.info(
         "%s: receive field %.3f-%.3f over the brain (spread %.2f); GTM with it: %s",
         series_name,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_pvc_ground_truth import truth_maps_in_t1_space
 
 from processing.calibration import calibrate
 from processing.dicom_series import load_series
@@ -19,7 +20,7 @@ from processing.partial_volume import gtm_concentrations
 from processing.psf_resampling import resample_masks_to_sodium
 from processing.receive_field import VialReference, estimate_receive_field
 from processing.transforms import RigidTransform
-from processing.volume import Scaling, Volume
+from processing.volume import Volume
 from simulator.population import Group
 from simulator.session import SimulatedSession, SimulationOptions, simulate_session
 from sodium_node.errors import CalibrationError
@@ -31,13 +32,6 @@ simulator's own tissue maps. Measured +0.2 to +0.4 mM at +-25 %: the model multi
 TSC by the field where the simulator blurs TSC x field, and the vials' noise moves the fit. Without
 correction the means are off by 4-6 mM (asserted to exceed 3x the tolerance)."""
 MAIN_TISSUES = ("cgm", "dgm", "nawm")
-COMPARTMENTS = {
-    "cgm": ("cgm",),
-    "dgm": ("dgm",),
-    "nawm": ("nawm",),
-    "lesion": ("lesion_t1_iso", "lesion_t1_hypo"),
-    "csf": ("csf",),
-}
 
 
 def truth(session: SimulatedSession, name: str) -> Volume:
@@ -47,15 +41,7 @@ def truth(session: SimulatedSession, name: str) -> Volume:
 
 def psf_scaled_truth(session: SimulatedSession, sodium: Volume) -> dict[str, Volume]:
     """The simulator's T1-space fractions, PSF-scaled into sodium space through the true transform."""
-    folder = session.folder / "ground_truth" / "t1_space"
-    maps = {}
-    for name, parts in COMPARTMENTS.items():
-        present = [
-            folder / f"prob_{part}.nii.gz" for part in parts if (folder / f"prob_{part}.nii.gz").is_file()
-        ]
-        volumes = [read_volume(path, space="t1") for path in present]
-        total = np.sum([np.asarray(volume.data) for volume in volumes], axis=0)
-        maps[name] = volumes[0].with_data(total, scaling=Scaling.DERIVED, unit="fraction")
+    maps = truth_maps_in_t1_space(session.folder)
     t1_to_sodium = RigidTransform(np.array(session.ground_truth["t1_to_sodium_scanner_lps"]), "t1", "sodium")
     return resample_masks_to_sodium(
         maps, sodium_grid=sodium, t1_to_sodium=t1_to_sodium, psf_fwhm_mm=PSF_FWHM_MM
