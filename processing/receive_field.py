@@ -15,9 +15,11 @@ parameters that tissue contrast cannot be absorbed into it).
 Alternating estimation, ``ITERATIONS`` rounds from B = 1:
 
 1. k from the vials: the median of S / (B c) over both ROIs;
-2. the tissue concentrations c_t: least-squares GTM on S / (k B) (as ``partial_volume``);
+2. the tissue concentrations c_t: least-squares GTM on S / (k B) (as ``partial_volume``, on its
+   fit region, which leaves out CSF-rich voxels);
 3. the field: weighted least squares of log S - log P on the polynomial, over the brain voxels
-   (at least ``MIN_INTRACRANIAL`` intracranial) and the vial ROIs, with one free constant for the
+   (at least ``MIN_INTRACRANIAL`` intracranial, in the GTM's fit region: the weights favour bright
+   voxels, and CSF-rich ones carry the segmentation's largest errors) and the vial ROIs, with one free constant for the
    brain and one for the vials (the brain's overall level is the c_t's business, the vials' is
    k's), weights P^2 (the variance of log S is ~ sigma^2 / S^2).
 
@@ -47,7 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from processing.partial_volume import GTM_MIN_INTRACRANIAL, compartment_design
+from processing.partial_volume import GTM_MIN_INTRACRANIAL, compartment_design, gtm_fit_region
 from processing.volume import Scaling, Volume
 from sodium_node.errors import CalibrationError
 
@@ -105,14 +107,14 @@ def estimate_receive_field(
     names, model_design = compartment_design(fractions_in_sodium_space)
     intracranial = model_design[..., :-1].sum(axis=-1)
     data = np.asarray(signal.data, dtype=np.float64)
-    gtm_region = intracranial >= GTM_MIN_INTRACRANIAL
-    brain = (intracranial >= MIN_INTRACRANIAL) & (data > 0)
+    gtm_region = gtm_fit_region(names, model_design)
+    brain = gtm_region & (intracranial >= MIN_INTRACRANIAL) & (data > 0)
     vial_mask = np.zeros(signal.shape, dtype=bool)
     vial_concentration = np.zeros(signal.shape, dtype=np.float64)
     for vial in vials:
         vial_mask |= vial.roi
         vial_concentration[vial.roi] = vial.concentration_mM
-    vial_mask &= (data > 0) & ~gtm_region
+    vial_mask &= (data > 0) & (intracranial < GTM_MIN_INTRACRANIAL)
     brain_voxels, vial_voxels = np.count_nonzero(brain), np.count_nonzero(vial_mask)
     if brain_voxels < MIN_BRAIN_VOXELS or vial_voxels < MIN_VIAL_VOXELS:
         raise CalibrationError(

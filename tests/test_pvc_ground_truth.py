@@ -18,7 +18,7 @@ from processing.calibration import calibrate
 from processing.dicom_series import load_series
 from processing.measurements import PvcMethod, Tissue, TissueMeasurement
 from processing.nifti_io import read_volume
-from processing.partial_volume import GTM_MIN_INTRACRANIAL
+from processing.partial_volume import compartment_design, gtm_fit_region
 from processing.psf_resampling import psf_kernel, resample_masks_to_sodium
 from processing.registration import RegistrationSettings, register_chain
 from processing.tissue_tsc import measure_tissues
@@ -204,19 +204,19 @@ def test_gtm_on_the_calibrated_noisy_image(
     )
     measured = by_tissue(measure_tissues(tsc, masks, method=PvcMethod.GTM, csf_tsc_mM=140.0))
     expected = by_tissue(measure_tissues(expected_tsc, masks, method=PvcMethod.GTM, csf_tsc_mM=140.0))
-    stack = np.stack([np.asarray(masks[t.value].data, dtype=np.float64) for t in Tissue])
-    region = stack.sum(axis=0) >= GTM_MIN_INTRACRANIAL
-    design = np.concatenate([stack[:, region], np.clip(1 - stack.sum(axis=0)[region], 0, 1)[None]]).T
+    names, full_design = compartment_design(masks)
+    design = full_design[gtm_fit_region(names, full_design)]
     sigma_mM = sigma / calibration.slope_per_mM
     standard_errors = sigma_mM * np.sqrt(np.diag(np.linalg.inv(design.T @ design)))
     truth = true_tsc_mM(session)
-    for index, tissue in enumerate(Tissue):
+    for tissue in Tissue:
+        standard_error = standard_errors[names.index(tissue.value)]
         print(
             f"{tissue.value}: measured {measured[tissue].mean_mM:.2f},"
             f" expected {expected[tissue].mean_mM:.2f}"
-            f" (SE {standard_errors[index]:.2f}), truth {truth[tissue]:.2f} mM"
+            f" (SE {standard_error:.2f}), truth {truth[tissue]:.2f} mM"
         )
         if tissue in MAIN_TISSUES:
             assert measured[tissue].mean_mM == pytest.approx(
-                expected[tissue].mean_mM, abs=NOISE_STANDARD_ERRORS * standard_errors[index]
+                expected[tissue].mean_mM, abs=NOISE_STANDARD_ERRORS * standard_error
             ), tissue

@@ -20,10 +20,13 @@ scipy, the MNI152 maps inside nilearn), needs no trained model, and gives partia
    Gaussian prior (``unmixing``): the intensity decides what it can see, the atlas the
    three-tissue mixtures a single T1 intensity cannot tell from pure grey matter; not clipped,
    so noise averages out instead of biasing pure tissue towards a mixture;
-6. deep grey matter: the grey matter inside the warped deep-grey regions (their white matter, the
-   internal capsule between the nuclei, stays white: counted as deep grey it pulled the deep-grey
-   TSC ~4-6 mM towards the white matter's in simulations); the rest of the grey matter is
-   cortical (and cerebellar) grey matter.
+6. deep grey matter: all the parenchyma (grey and white fractions) inside the warped deep-grey
+   regions, as an anatomical label of a nucleus holds the whole nucleus: on T1 the thalamus and
+   pallidum are part way between grey and white matter (myelinated fibres run through them), so
+   the unmixing calls a share of every nucleus "white", and counting only its grey share gave half
+   the deep grey volume and its TSC pulled towards the white matter's. The regions are sized to
+   the nuclei and stop short of the internal capsule (``mni_priors``). The rest of the grey matter
+   is cortical (and cerebellar) grey matter.
 """
 
 from __future__ import annotations
@@ -164,7 +167,9 @@ def segment_builtin(
         )
         csf = csf + outer
     region = np.clip(as_array(priors.deep_grey_region), 0.0, 1.0)
-    deep = region * grey
+    deep = region * (grey + white)
+    grey = grey + region * white
+    white = white * (1.0 - region)
 
     def volume(data: np.ndarray) -> Volume:
         return t1.with_data(data, scaling=Scaling.DERIVED, unit="fraction").with_space("t1")
