@@ -334,6 +334,7 @@ def sodium_space_inputs(
             VialReference(roi, vial.concentration_mM)
             for roi, vial in zip(calibration.vial_rois, calibration.vials, strict=True)
         ],
+        noise_sigma=calibration.noise_sigma,
         series_name=analysis.sodium_name,
     )
     corrected = calibrate(
