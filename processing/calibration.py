@@ -1,8 +1,21 @@
 """Two-point phantom calibration of the sodium image: signal to total sodium concentration (mM).
 
 The two agar vials of known concentration sit in the coil beside the head (``phantoms`` finds
-them). With S1, S2 the median signals in their eroded ROIs and c1, c2 their concentrations, the
-straight line S = a * c + b through both points gives, voxel by voxel, TSC = (S - b) / a.
+them). With S1, S2 their signal amplitudes and c1, c2 their concentrations, the straight line
+S = a * c + b through both points gives, voxel by voxel, TSC = (S - b) / a.
+
+The amplitudes come from a fit of the PSF-blurred cylinder to all ~700 voxels of each vial and its
+edge (``vial_model``), not from the median of the ~100-voxel eroded core: at the sodium image's SNR
+the core median's noise (~2 % in the 40 mM vial) was the largest per-subject error of the tissue TSC,
+common to all tissues, and its Rician bias (+1.5 % in that vial) shifted the line. The model's
+amplitude has half the standard error and no Rician bias; it fits the PSF width and the vial's
+radius and length too, so a misjudged PSF (``psf_fwhm_mm``) does not bias it. The core ROI stays
+for quality control (its median must agree with the model) and for the receive-field estimate.
+
+The map is made from the noise-floor-corrected magnitude, sqrt(max(S^2 - sigma^2, 0)) with the
+noise sigma the vial fit measures in the air around the vials (``magnitude_noise``): brain voxels
+then carry no Rician bias either (+0.5 to +0.8 mM in tissue at SNR 8 without it), as the vials'
+amplitudes do not.
 
 Which vial is which: ``concentrations_mM`` lists them in their predefined positions, from the
 patient's right to the patient's left (increasing LPS x), as the study places them. Ordering the
@@ -13,6 +26,11 @@ Quality control (each failure is listed; any failure stops the job with a ``Cali
 that names the series, lists the problems and points to the QC picture, and no map is returned):
 - two vials found, each of plausible size and shape (volume, length, diameter within
   ``SHAPE_TOLERANCE`` of the nominal cylinder) and with enough ROI voxels after erosion;
+- the vial model fitted: each vial's fitted radius and length within ``SHAPE_TOLERANCE`` of nominal,
+  the fitted PSF width within ``PSF_AGREEMENT`` of the configured one, and the model's amplitude
+  within ``MAX_MODEL_CORE_Z`` standard errors (plus ``MODEL_CORE_FRACTION``) of the noise-floor-
+  corrected core median: a vial that is not a uniform cylinder, or something else bright inside the
+  fitted margin, shows there;
 - the two vials distinct (centres more than a vial diameter apart);
 - signal ordering: the vial of higher concentration is brighter, by ``MIN_ORDERING_Z`` standard
   errors of the difference;
@@ -22,9 +40,10 @@ that names the series, lists the problems and points to the QC picture, and no m
   ``MAX_RESIDUAL_FRACTION`` of the concentration difference.
 
 Receive-field (B1-) correction hook (off by default, as ``processing.receive_field_correction``):
-pass ``receive_field`` (relative receive sensitivity on the sodium grid, 1 = nominal) and the image
-is divided by it before the vials are measured and the map is made. sodium-node does not estimate
-the field itself; a measured map (or an external estimate) must be supplied.
+pass ``receive_field`` (relative receive sensitivity on the sodium grid, 1 = nominal): the vials are
+detected and their cores measured on the image divided by it, the vial model multiplies the
+cylinder by it, and the map is divided by it. The field is a measured map or the estimate of
+``receive_field`` (``pipeline.sodium_space_inputs``).
 """
 
 from __future__ import annotations
@@ -36,8 +55,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from processing.magnitude_noise import noise_floor_corrected
 from processing.phantoms import DetectedVial, find_vials
 from processing.qc_pictures import GREEN, RED, overlay_outlines, save_panels
+from processing.vial_model import VialFit, VialModelFit, fit_vials
 from processing.volume import Scaling, Volume
 from sodium_node.errors import CalibrationError
 
@@ -61,6 +82,18 @@ MIN_RECEIVE_FIELD = 0.05
 MEDIAN_SE_FACTOR = 1.2533
 """Standard error of a median of normal samples: sqrt(pi / 2) x sigma / sqrt(n)."""
 MAD_TO_SD = 1.4826
+DEFAULT_PSF_FWHM_VOXELS = 1.6
+"""The PSF the vial fit starts from when none is given: ``processing.psf_fwhm_factor``'s default."""
+PSF_AGREEMENT = 1.5
+"""The fitted PSF FWHM within this factor of the configured one. The fit does not need the configured
+width (a 20 % error moves the amplitude < 0.1 %), but the partial-volume correction does: a vial edge
+50 % sharper or softer than configured means the configuration or the image is wrong."""
+MAX_MODEL_CORE_Z = 4.0
+MODEL_CORE_FRACTION = 0.01
+"""Model amplitude vs core median: a problem beyond 4 standard errors of their difference (dominated
+by the median's; a 6e-5 false-alarm rate per vial) plus 1 % of the amplitude. The 1 % is for images
+whose noise does not hide it: on noise-free simulations the two differ by < 0.1 %, and a real vial
+may be a little non-uniform; a bubble, a wrong vial or the scalp inside the fitted margin is more."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +108,11 @@ class VialMeasurement:
     signal_standard_error: float
     residual_sd_mM: float
     """Robust SD (1.4826 x MAD) of the calibrated TSC inside the ROI."""
+    amplitude: float
+    """The vial model's amplitude (``vial_model``): the signal the line is fitted to."""
+    amplitude_standard_error: float
+    fitted_radius_mm: float
+    fitted_length_mm: float
 
 
 @dataclass(frozen=True)
@@ -99,13 +137,21 @@ class Calibration:
     """(S - b) / a on the sodium grid."""
     receive_field_corrected: bool
     vial_rois: tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]
-    """Where each vial was measured (same order as ``vials``), on the sodium grid."""
+    """Each vial's eroded core (same order as ``vials``), on the sodium grid."""
+    noise_sigma: float
+    """Noise SD per channel of the sodium image (its units), fitted in the air around the vials."""
+    fitted_psf_fwhm_mm: float
+    """The PSF width the vials' edges show."""
 
 
-def _measure(signal: np.ndarray, vial: DetectedVial, concentration_mM: float) -> VialMeasurement:
+def _measure(
+    signal: np.ndarray, vial: DetectedVial, concentration_mM: float, fit: VialFit | None
+) -> VialMeasurement:
+    """The vial's mask shape, its core median (``signal`` is field-corrected) and its model fit."""
     values = signal[vial.roi]
     median = float(np.median(values)) if values.size else float("nan")
     mad_sd = MAD_TO_SD * float(np.median(np.abs(values - median))) if values.size else float("nan")
+    nan = float("nan")
     return VialMeasurement(
         concentration_mM=concentration_mM,
         centre_lps_mm=vial.shape.centre_lps_mm,
@@ -115,8 +161,44 @@ def _measure(signal: np.ndarray, vial: DetectedVial, concentration_mM: float) ->
         roi_voxels=int(values.size),
         median_signal=median,
         signal_standard_error=MEDIAN_SE_FACTOR * mad_sd / np.sqrt(max(values.size, 1)),
-        residual_sd_mM=float("nan"),
+        residual_sd_mM=nan,
+        amplitude=nan if fit is None else fit.amplitude,
+        amplitude_standard_error=nan if fit is None else fit.amplitude_standard_error,
+        fitted_radius_mm=nan if fit is None else fit.radius_mm,
+        fitted_length_mm=nan if fit is None else fit.length_mm,
     )
+
+
+def _model_problems(
+    measurement: VialMeasurement,
+    *,
+    noise_sigma_in_roi: float,
+    radius_mm: float,
+    length_mm: float,
+) -> list[str]:
+    """The fitted cylinder's size, and its amplitude against the core median (Rician bias removed)."""
+    low, high = SHAPE_TOLERANCE
+    where = f"vial of {measurement.concentration_mM:g} mM"
+    problems = []
+    for what, found, nominal in (
+        ("radius", measurement.fitted_radius_mm, radius_mm),
+        ("length", measurement.fitted_length_mm, length_mm),
+    ):
+        if not low * nominal <= found <= high * nominal:
+            problems.append(
+                f"{where}: the vial model's {what} is {found:.1f} mm (nominal {nominal:.1f} mm): "
+                "not the study's vial"
+            )
+    core = float(np.sqrt(max(measurement.median_signal**2 - noise_sigma_in_roi**2, 0.0)))
+    error = float(np.hypot(measurement.signal_standard_error, measurement.amplitude_standard_error))
+    limit = MAX_MODEL_CORE_Z * error + MODEL_CORE_FRACTION * abs(measurement.amplitude)
+    if not abs(measurement.amplitude - core) <= limit:
+        problems.append(
+            f"{where}: the vial model's amplitude {measurement.amplitude:.4g} disagrees with the core median "
+            f"{core:.4g} (noise floor removed; limit +-{limit:.3g}): the vial is not a uniform cylinder, or "
+            "something bright lies beside it"
+        )
+    return problems
 
 
 def _shape_problems(measurement: VialMeasurement, *, radius_mm: float, length_mm: float) -> list[str]:
@@ -158,6 +240,44 @@ def _qc_picture(
     return save_panels([axial, coronal[::-1]], path, title=title, lines=lines)
 
 
+def _fit_model(
+    magnitude: np.ndarray,
+    vials: tuple[DetectedVial, ...],
+    sodium: Volume,
+    *,
+    field: np.ndarray | None,
+    radius_mm: float,
+    length_mm: float,
+    psf_fwhm_mm: float,
+    series_name: str,
+    problems: list[str],
+) -> VialModelFit | None:
+    """The vial model on the image as acquired; a failure to fit is one more QC problem."""
+    if len(vials) < 2:
+        return None
+    try:
+        fit = fit_vials(
+            magnitude,
+            [vial.mask for vial in vials],
+            sodium.affine_lps,
+            radius_mm=radius_mm,
+            length_mm=length_mm,
+            psf_fwhm_mm=psf_fwhm_mm,
+            receive_field=field,
+            series_name=series_name,
+        )
+    except CalibrationError as error:
+        problems.append(str(error))
+        return None
+    low, high = 1.0 / PSF_AGREEMENT, PSF_AGREEMENT
+    if not low * psf_fwhm_mm <= fit.psf_fwhm_mm <= high * psf_fwhm_mm:
+        problems.append(
+            f"the vials' edges show a PSF of FWHM {fit.psf_fwhm_mm:.1f} mm, not the configured "
+            f"{psf_fwhm_mm:.1f} mm (processing.psf_fwhm_factor): check the configuration and the image"
+        )
+    return fit
+
+
 def calibrate(
     sodium: Volume,
     *,
@@ -165,27 +285,41 @@ def calibrate(
     erosion_voxels: int = 2,
     vial_radius_mm: float = VIAL_RADIUS_MM,
     vial_length_mm: float = VIAL_LENGTH_MM,
+    psf_fwhm_mm: float | None = None,
     receive_field: Volume | None = None,
     qc_picture_path: Path | None = None,
     series_name: str = "sodium series",
 ) -> Calibration:
-    """Calibrate ``sodium`` (Philips floating values) against its two vials; see the module doc."""
+    """Calibrate ``sodium`` (Philips floating values) against its two vials; see the module doc.
+
+    ``psf_fwhm_mm`` is the configured PSF (``pipeline.psf_fwhm_mm``); by default
+    ``DEFAULT_PSF_FWHM_VOXELS`` times the mean voxel size. The vial model fits its own width from it.
+    """
     if erosion_voxels < 2:
         raise CalibrationError(f"{series_name}: erosion of {erosion_voxels} voxel(s); at least 2 are needed")
     if concentrations_mM[0] == concentrations_mM[1] or min(concentrations_mM) <= 0:
         raise CalibrationError(
             f"{series_name}: vial concentrations {concentrations_mM} must be distinct and > 0"
         )
-    signal = np.asarray(sodium.data, dtype=np.float64)
+    if psf_fwhm_mm is None:
+        psf_fwhm_mm = DEFAULT_PSF_FWHM_VOXELS * float(np.mean(sodium.voxel_size_mm))
+    if psf_fwhm_mm <= 0:
+        raise CalibrationError(f"{series_name}: PSF FWHM {psf_fwhm_mm} mm must be > 0")
+    magnitude = np.asarray(sodium.data, dtype=np.float64)
+    field = None
     if receive_field is not None:
         if receive_field.shape != sodium.shape or not np.allclose(
             receive_field.affine_ras, sodium.affine_ras, atol=0.01
         ):
             raise CalibrationError(f"{series_name}: the receive field is not on the sodium grid")
-        signal = signal / np.maximum(np.asarray(receive_field.data, dtype=np.float64), MIN_RECEIVE_FIELD)
-        sodium = sodium.with_data(signal, scaling=sodium.scaling, unit=sodium.unit)
+        field = np.maximum(np.asarray(receive_field.data, dtype=np.float64), MIN_RECEIVE_FIELD)
+    signal = magnitude if field is None else magnitude / field
     vials = find_vials(
-        sodium, count=2, radius_mm=vial_radius_mm, length_mm=vial_length_mm, erosion_voxels=erosion_voxels
+        sodium if field is None else sodium.with_data(signal, scaling=sodium.scaling, unit=sodium.unit),
+        count=2,
+        radius_mm=vial_radius_mm,
+        length_mm=vial_length_mm,
+        erosion_voxels=erosion_voxels,
     )
     vials = tuple(sorted(vials, key=lambda v: v.shape.centre_lps_mm[0]))
     problems: list[str] = []
@@ -194,32 +328,57 @@ def calibrate(
             f"found {len(vials)} calibration vial(s), expected 2 (a bright {2 * vial_radius_mm:g} x "
             f"{vial_length_mm:g} mm cylinder each, beside the head): check that both vials are in the coil"
         )
-    measurements = [_measure(signal, v, c) for v, c in zip(vials, concentrations_mM, strict=False)]
-    for measurement in measurements:
+    model = _fit_model(
+        magnitude,
+        vials,
+        sodium,
+        field=field,
+        radius_mm=vial_radius_mm,
+        length_mm=vial_length_mm,
+        psf_fwhm_mm=psf_fwhm_mm,
+        series_name=series_name,
+        problems=problems,
+    )
+    fits: list[VialFit | None] = list(model.vials) if model is not None else [None] * len(vials)
+    measurements = [
+        _measure(signal, v, c, f) for v, c, f in zip(vials, concentrations_mM, fits, strict=False)
+    ]
+    for measurement, vial in zip(measurements, vials, strict=False):
         problems += _shape_problems(measurement, radius_mm=vial_radius_mm, length_mm=vial_length_mm)
+        if model is not None:
+            field_in_roi = 1.0 if field is None or not vial.roi.any() else float(np.median(field[vial.roi]))
+            problems += _model_problems(
+                measurement,
+                noise_sigma_in_roi=model.noise_sigma / field_in_roi,
+                radius_mm=vial_radius_mm,
+                length_mm=vial_length_mm,
+            )
+    noise_sigma = model.noise_sigma if model is not None else 0.0
+    corrected = noise_floor_corrected(magnitude, noise_sigma)
+    calibrated_signal = corrected if field is None else corrected / field
     slope = intercept = float("nan")
     zero_offset = ordering_z = None
-    if len(measurements) == 2:
+    if len(measurements) == 2 and model is not None:
         right, left = measurements
         distance = float(np.linalg.norm(np.subtract(right.centre_lps_mm, left.centre_lps_mm)))
         if distance < 2 * vial_radius_mm or np.any(vials[0].mask & vials[1].mask):
             problems.append(f"the two vials are not distinct (centres {distance:.1f} mm apart)")
         low, high = sorted(measurements, key=lambda m: m.concentration_mM)
-        difference = high.median_signal - low.median_signal
+        difference = high.amplitude - low.amplitude
         ordering_z = difference / float(
-            np.hypot(high.signal_standard_error, low.signal_standard_error) or 1e-12
+            np.hypot(high.amplitude_standard_error, low.amplitude_standard_error) or 1e-12
         )
         if ordering_z < MIN_ORDERING_Z:
             problems.append(
                 f"signal ordering wrong: the {high.concentration_mM:g} mM vial (configured on the "
-                f"patient's {'right' if high is right else 'left'}) has median signal "
-                f"{high.median_signal:.4g}, not above "
-                f"the {low.concentration_mM:g} mM vial's {low.median_signal:.4g} (z = {ordering_z:.1f}); "
+                f"patient's {'right' if high is right else 'left'}) has signal amplitude "
+                f"{high.amplitude:.4g}, not above "
+                f"the {low.concentration_mM:g} mM vial's {low.amplitude:.4g} (z = {ordering_z:.1f}); "
                 "are the vials swapped in the coil or in processing.phantom_concentrations_mM?"
             )
         else:
             slope = difference / (high.concentration_mM - low.concentration_mM)
-            intercept = low.median_signal - slope * low.concentration_mM
+            intercept = low.amplitude - slope * low.concentration_mM
             zero_offset = -intercept / slope
             if abs(zero_offset) > MAX_ZERO_OFFSET_FRACTION * low.concentration_mM:
                 problems.append(
@@ -227,7 +386,7 @@ def calibrate(
                     f"(limit +-{MAX_ZERO_OFFSET_FRACTION * low.concentration_mM:.1f} mM)"
                 )
             for index, (measurement, vial) in enumerate(zip(measurements, vials, strict=True)):
-                tsc = (signal[vial.roi] - intercept) / slope
+                tsc = (calibrated_signal[vial.roi] - intercept) / slope
                 residual = MAD_TO_SD * float(np.median(np.abs(tsc - np.median(tsc))))
                 measurements[index] = VialMeasurement(**{**measurement.__dict__, "residual_sd_mM": residual})
                 if residual > MAX_RESIDUAL_FRACTION * (high.concentration_mM - low.concentration_mM):
@@ -239,10 +398,16 @@ def calibrate(
         [
             f"{m.concentration_mM:g} mM: centre {np.round(m.centre_lps_mm, 1).tolist()} mm, "
             f"{m.volume_ml:.1f} ml, L {m.length_mm:.0f} mm, D {m.diameter_mm:.0f} mm, "
-            f"ROI {m.roi_voxels} vx, median {m.median_signal:.4g}"
+            f"ROI {m.roi_voxels} vx, median {m.median_signal:.4g}, "
+            f"model {m.amplitude:.4g} +- {m.amplitude_standard_error:.2g} (R {m.fitted_radius_mm:.1f} mm)"
             for m in measurements
         ]
-        + [f"a = {slope:.4g} per mM, b = {intercept:.4g}"]
+        + [f"a = {slope:.4g} per mM, b = {intercept:.4g}, noise sigma {noise_sigma:.4g}"]
+        + (
+            [f"PSF FWHM fitted {model.psf_fwhm_mm:.2f} mm, configured {psf_fwhm_mm:.2f} mm"]
+            if model is not None
+            else []
+        )
         + [f"FAIL: {p}" for p in problems]
     )
     picture = None
@@ -251,17 +416,21 @@ def calibrate(
         picture = _qc_picture(
             signal, vials, qc_picture_path, lines, f"{series_name}: calibration QC {status}"
         )
-    if problems:
+    if problems or model is None:
         where = f"; QC picture: {picture}" if picture is not None else ""
         raise CalibrationError(f"{series_name}: calibration QC failed: " + "; ".join(problems) + where)
     log.info(
-        "%s: calibration a = %.5g per mM, b = %.5g (zero at %.2f mM)",
+        "%s: calibration a = %.5g per mM, b = %.5g (zero at %.2f mM); vial PSF FWHM %.2f mm (configured "
+        "%.2f), noise sigma %.4g",
         series_name,
         slope,
         intercept,
         zero_offset,
+        model.psf_fwhm_mm,
+        psf_fwhm_mm,
+        noise_sigma,
     )
-    tsc_mM = sodium.with_data((signal - intercept) / slope, scaling=Scaling.DERIVED, unit="mM")
+    tsc_mM = sodium.with_data((calibrated_signal - intercept) / slope, scaling=Scaling.DERIVED, unit="mM")
     return Calibration(
         slope_per_mM=slope,
         intercept=intercept,
@@ -270,4 +439,6 @@ def calibrate(
         tsc_mM=tsc_mM,
         receive_field_corrected=receive_field is not None,
         vial_rois=(vials[0].roi, vials[1].roi),
+        noise_sigma=noise_sigma,
+        fitted_psf_fwhm_mm=model.psf_fwhm_mm,
     )

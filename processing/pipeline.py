@@ -252,6 +252,7 @@ def analyse_session(
             sodium,
             concentrations_mM=settings.phantom_concentrations_mM,
             erosion_voxels=settings.phantom_erosion_voxels,
+            psf_fwhm_mm=configured_psf_fwhm_mm(sodium, settings),
             receive_field=receive_field,
             qc_picture_path=qc_folder / "calibration.png",
             series_name=loaded["sodium"].header.name,
@@ -333,12 +334,14 @@ def sodium_space_inputs(
             VialReference(roi, vial.concentration_mM)
             for roi, vial in zip(calibration.vial_rois, calibration.vials, strict=True)
         ],
+        noise_sigma=calibration.noise_sigma,
         series_name=analysis.sodium_name,
     )
     corrected = calibrate(
         sodium,
         concentrations_mM=settings.phantom_concentrations_mM,
         erosion_voxels=settings.phantom_erosion_voxels,
+        psf_fwhm_mm=configured_psf_fwhm_mm(sodium, settings),
         receive_field=estimate.field,
         qc_picture_path=None if qc_folder is None else qc_folder / "calibration.png",
         series_name=analysis.sodium_name,
@@ -346,8 +349,13 @@ def sodium_space_inputs(
     return SodiumSpaceInputs(fractions, coverage, corrected, estimate)
 
 
+def configured_psf_fwhm_mm(sodium: Volume, settings: ProcessingSettings) -> float:
+    """The PSF FWHM the configuration gives the sodium image: ``psf_fwhm_factor`` x its mean voxel size."""
+    return settings.psf_fwhm_factor * float(np.mean(sodium.voxel_size_mm))
+
+
 def psf_fwhm_mm(analysis: SessionAnalysis, settings: ProcessingSettings) -> float:
-    return settings.psf_fwhm_factor * float(np.mean(analysis.calibration.tsc_mM.voxel_size_mm))
+    return configured_psf_fwhm_mm(analysis.calibration.tsc_mM, settings)
 
 
 def process_session(

@@ -68,7 +68,9 @@ def test_estimated_field_calibrates_tissues_as_the_true_field_does(
         VialReference(roi, vial.concentration_mM)
         for roi, vial in zip(uncorrected.vial_rois, uncorrected.vials, strict=True)
     ]
-    estimate = estimate_receive_field(sodium, fractions, vials, series_name="seed 11 sodium")
+    estimate = estimate_receive_field(
+        sodium, fractions, vials, noise_sigma=uncorrected.noise_sigma, series_name="seed 11 sodium"
+    )
     true_field = truth(strong_field_session, "receive_field")
 
     def tissue_means(field: Volume | None) -> dict[str, float]:
@@ -95,5 +97,9 @@ def test_without_vials_the_field_cannot_be_estimated(
 ) -> None:
     with pytest.raises(CalibrationError, match=r"seed 11 sodium: too few brain \(\d+\) or vial \(0\) voxels"):
         estimate_receive_field(
-            sodium, psf_scaled_truth(strong_field_session, sodium), [], series_name="seed 11 sodium"
+            sodium,
+            psf_scaled_truth(strong_field_session, sodium),
+            [],
+            noise_sigma=0.0,
+            series_name="seed 11 sodium",
         )
