@@ -123,9 +123,10 @@ def test_calibrated_tsc_in_each_vial_reads_its_concentration_within_the_noise(
             float(np.hypot(measured.signal_standard_error, measured.amplitude_standard_error))
             / calibration.slope_per_mM
         )
-        assert float(np.median(tsc.data[core])) == pytest.approx(
-            concentration, abs=3 * standard_error_mM
-        ), (kind, concentration)
+        assert float(np.median(tsc.data[core])) == pytest.approx(concentration, abs=3 * standard_error_mM), (
+            kind,
+            concentration,
+        )
 
 
 @pytest.mark.parametrize("kind", ["classic", "enhanced"])
@@ -280,7 +281,6 @@ def test_a_psf_far_from_the_configuration_fails_qc(classic_session: SimulatedSes
             concentrations_mM=CONCENTRATIONS_mM,
             psf_fwhm_mm=2 * classic_session.ground_truth["parameters"]["psf_fwhm_mm"],
         )
-
 
 
 def test_a_vial_whose_core_is_not_its_level_fails_qc(classic_session: SimulatedSession) -> None:
