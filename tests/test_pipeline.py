@@ -45,8 +45,9 @@ corrected): the field alone moves tissue means by up to ~2 mM (docs/processing.m
 noise ~1 mM at 40 mM; measured errors on this session are printed."""
 
 BUILTIN_TOLERANCE_MM = {Tissue.CORTICAL_GM: 8.0, Tissue.DEEP_GM: 8.0, Tissue.NAWM: 3.0}
-"""Builtin segmentation, whole pipeline, seed 11: measured CGM +5.5, DGM -5.7, NAWM +0.9 mM
-(bench/accuracy.py gives the MAE over 20 subjects). A regression guard, not the goal: the
+"""Builtin segmentation, whole pipeline, seed 11: measured CGM +5.5, DGM -6.7, NAWM +0.7 mM (-5.7
+and +0.9 before the multi-start prior registration; bench/accuracy.py gives the MAE over 20
+subjects). A regression guard, not the goal: the
 two-tissue unmixing this replaced gave CGM +12 mM on this session."""
 
 
