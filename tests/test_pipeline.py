@@ -44,11 +44,13 @@ EXTERNAL_GTM_TOLERANCE_MM = 2.5
 corrected): the field alone moves tissue means by up to ~2 mM (docs/processing.md), calibration
 noise ~1 mM at 40 mM; measured errors on this session are printed."""
 
-BUILTIN_TOLERANCE_MM = {Tissue.CORTICAL_GM: 8.0, Tissue.DEEP_GM: 8.0, Tissue.NAWM: 3.0}
-"""Builtin segmentation, whole pipeline, seed 11: measured CGM +5.5, DGM -6.7, NAWM +0.7 mM (-5.7
-and +0.9 before the multi-start prior registration; bench/accuracy.py gives the MAE over 20
-subjects). A regression guard, not the goal: the
-two-tissue unmixing this replaced gave CGM +12 mM on this session."""
+BUILTIN_TOLERANCE_MM = {Tissue.CORTICAL_GM: 7.0, Tissue.DEEP_GM: 4.0, Tissue.NAWM: 4.5}
+"""Builtin segmentation, whole pipeline, seed 11 (an atrophic RRMS subject, the builtin's hardest
+kind: it misses part of the CSF): measured CGM +4.5, DGM -0.8, NAWM +2.9 mM with the vial-model
+calibration, the whole nuclei as deep grey and the GTM on voxels up to 35 % CSF (+5.5, -6.7, +0.7
+before them). A regression guard with ~1.5 mM of room for the run-to-run spread of ITK's threaded
+registration and the calibration noise, not the goal: bench/accuracy.py gives the MAE over 20
+subjects; the two-tissue unmixing of session 1 gave CGM +12 mM on this session."""
 
 
 def series_of(session: SimulatedSession, **extra: object) -> SessionSeries:
