@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from accuracy import GROUPS, SEED_BASE, true_tsc, with_truth_segmentation
 from tqdm import tqdm
 
-from bench.accuracy import GROUPS, SEED_BASE, true_tsc, with_truth_segmentation
 from processing.calibration import Calibration, calibrate
 from processing.dicom_series import load_series
 from processing.nifti_io import read_volume
