@@ -37,7 +37,7 @@ from processing.pipeline import SessionAnalysis, StepTimer, analyse_session, psf
 from processing.segmentation.tissue_maps import TissueMaps, compartments
 from processing.settings import ProcessingSettings, ReceiveFieldSource, settings_from_config
 from processing.tissue_tsc import measure_tissues
-from processing.volume import Scaling
+from processing.volume import Scaling, Volume
 from simulator.population import Group
 from simulator.session import SimulatedSession, SimulationOptions, simulate_session
 from sodium_node.config import default_config_path, load_config
@@ -65,21 +65,30 @@ def true_tsc(ground_truth: dict[str, Any]) -> dict[str, float]:
     return truth
 
 
+def truth_map_in_t1_space(folder: Path, *names: str) -> Volume | None:
+    """The sum of the simulator's T1-space fraction maps ``names`` (``prob_<name>.nii.gz`` in
+    ``folder``); lesion maps are absent for subjects without lesions, and None if all are."""
+    volumes = []
+    for name in names:
+        path = folder / f"prob_{name}.nii.gz"
+        if path.is_file():
+            volumes.append(read_volume(path, space="t1", unit="fraction"))
+        elif not name.startswith("lesion"):
+            raise FileNotFoundError(f"ground truth map {path} is missing")
+    if not volumes:
+        return None
+    total = np.sum([np.asarray(v.data, dtype=np.float32) for v in volumes], axis=0)
+    return volumes[0].with_data(total, scaling=Scaling.DERIVED, unit="fraction")
+
+
 def truth_tissue_maps(session: SimulatedSession, like: SessionAnalysis) -> TissueMaps:
     """The simulator's own T1-space fractions in the pipeline's form (lesions count as white)."""
     folder = session.ground_truth_path.parent / "t1_space"
     t1 = like.maps.grey
 
     def load(*names: str) -> np.ndarray:
-        """The sum of the named maps; lesion maps are absent for subjects without lesions."""
-        total = np.zeros(t1.shape, dtype=np.float32)
-        for name in names:
-            path = folder / f"prob_{name}.nii.gz"
-            if path.is_file():
-                total += np.asarray(read_volume(path, space="t1", unit="fraction").data, dtype=np.float32)
-            elif not name.startswith("lesion"):
-                raise FileNotFoundError(f"ground truth map {path} is missing")
-        return total
+        total = truth_map_in_t1_space(folder, *names)
+        return np.zeros(t1.shape, dtype=np.float32) if total is None else np.asarray(total.data)
 
     def volume(data: np.ndarray) -> Any:
         return t1.with_data(data, scaling=Scaling.DERIVED, unit="fraction")

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from accuracy import GROUPS, SEED_BASE, true_tsc, with_truth_segmentation
+from accuracy import GROUPS, SEED_BASE, true_tsc, truth_map_in_t1_space, with_truth_segmentation
 from tqdm import tqdm
 
 from processing.calibration import Calibration, calibrate
@@ -109,14 +109,9 @@ def truth_fractions(subject: Subject, psf_fwhm_mm: float) -> dict[str, Volume]:
     folder = subject.session.folder / "ground_truth" / "t1_space"
     maps = {}
     for name, parts in TRUTH_T1_MAPS.items():
-        volumes = [
-            read_volume(path, space="t1")
-            for part in parts
-            if (path := folder / f"prob_{part}.nii.gz").is_file()
-        ]
-        total = np.sum([v.data for v in volumes], axis=0) if volumes else None
-        if total is not None and np.any(total > 0):
-            maps[name] = volumes[0].with_data(total, scaling=Scaling.DERIVED, unit="fraction")
+        total = truth_map_in_t1_space(folder, *parts)
+        if total is not None and np.any(total.data > 0):
+            maps[name] = total
     t1_to_sodium = RigidTransform(
         np.array(subject.session.ground_truth["t1_to_sodium_scanner_lps"]), "t1", "sodium"
     )
@@ -288,6 +283,7 @@ def main() -> int:
     settings = settings_from_config(config.processing)
     rules = config.classification.rules
     work = args.work or Path(tempfile.mkdtemp(prefix="sodium-calibration-"))
+    work.mkdir(parents=True, exist_ok=True)
     rows = []
     with (work / "calibration.jsonl").open("w") as out:
         for index in range(args.subjects):

@@ -75,9 +75,9 @@ FIELD_WEIGHT_CAP_MM = 60.0
 voxel at this concentration (the brightest tissue, lesions included): CSF-rich voxels would
 otherwise weigh up to (140 / 40)^2 = 12 times a grey matter voxel while carrying the tissue model's
 largest errors (CSF fractions, PSF edges). Eight simulated subjects (calibrated from the vial cores,
-before the vial model): with the true maps and the PSF
-misjudged by -20 % / +20 %, cortical GM MAE 1.5 / 2.0 mM uncapped -> 0.5 / 1.3 mM capped; with the
-builtin segmenter, deep GM MAE 3.6 -> 2.1 mM (cortical GM 1.4 -> 1.9)."""
+before the vial model): with the true maps and the PSF misjudged by -20 % / +20 %, cortical GM MAE
+1.5 / 2.0 mM uncapped -> 0.5 / 1.3 mM capped; with the builtin segmenter, deep GM MAE 3.6 -> 2.1 mM
+(cortical GM 1.4 -> 1.9)."""
 MIN_INTRACRANIAL = 0.5
 MAX_FIELD_SPREAD = 1.8
 """99th / 1st percentile of the field over the brain. A volume coil over a head: ~1.2-1.4."""

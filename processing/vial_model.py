@@ -46,6 +46,7 @@ import numpy.typing as npt
 from scipy import optimize, special, stats
 
 from processing.magnitude_noise import rician_mean
+from processing.psf_resampling import FWHM_TO_SIGMA
 from sodium_node.errors import CalibrationError
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,6 @@ log = logging.getLogger(__name__)
 BoolArray = npt.NDArray[np.bool_]
 Float64Array = npt.NDArray[np.float64]
 
-FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 MARGIN_PSF_SIGMAS = 3.0
 """The fit reaches 3 PSF SDs beyond the vial: the blurred edge is below 0.2 % of the plateau there,
 and the air it adds pins the noise floor. Farther out, the head may come into the region."""
@@ -162,7 +162,7 @@ def fit_vials(
         raise CalibrationError(f"{series_name}: a vial mask is empty; there is nothing to fit")
     data = np.asarray(magnitude, dtype=np.float64)
     field = np.ones_like(data) if receive_field is None else np.asarray(receive_field, dtype=np.float64)
-    sigma_psf = psf_fwhm_mm / FWHM_PER_SIGMA
+    sigma_psf = psf_fwhm_mm * FWHM_TO_SIGMA
     regions = [
         _region(data, field, mask, affine_lps, margin_mm=MARGIN_PSF_SIGMAS * sigma_psf) for mask in masks
     ]
@@ -262,9 +262,9 @@ def fit_vials(
         "%s: vial model: amplitudes %s, PSF FWHM %.2f mm (configured %.2f), noise sigma %.4g, %d evaluations",
         series_name,
         [f"{f.amplitude:.4g}+-{f.amplitude_standard_error:.2g}" for f in fits],
-        sigma * FWHM_PER_SIGMA,
+        sigma / FWHM_TO_SIGMA,
         psf_fwhm_mm,
         noise,
         solution.nfev,
     )
-    return VialModelFit(fits, float(sigma * FWHM_PER_SIGMA), float(noise))
+    return VialModelFit(fits, float(sigma / FWHM_TO_SIGMA), float(noise))
