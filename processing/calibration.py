@@ -17,23 +17,28 @@ noise sigma the vial fit measures in the air around the vials (``magnitude_noise
 then carry no Rician bias either (+0.5 to +0.8 mM in tissue at SNR 8 without it), as the vials'
 amplitudes do not.
 
-Which vial is which: ``concentrations_mM`` lists them in their predefined positions, from the
-patient's right to the patient's left (increasing LPS x), as the study places them. Ordering the
-vials by position, not by brightness, is what lets quality control catch vials that were swapped
-(in the coil or in the configuration): then the vial configured higher is the darker one.
+Which vial is which: by signal. The vials' concentrations differ (twofold in the study), so the
+brighter vial is the one of higher concentration, whatever side it was put on; the amplitudes must
+differ by ``MIN_ORDERING_Z`` standard errors, or the vials cannot be told apart and QC fails.
+``concentrations_mM`` also says where they were meant to be, from the patient's right to the
+patient's left (increasing LPS x); vials found the other way round are reported as a QC warning
+(``CalibrationQC.warnings``), not a refusal: a swap in the coil or in the configuration changes
+nothing in the measurement once the vials are identified by their signal.
+
+Nothing is assumed about the vials' size: each is measured (``phantoms``: length, diameter, tilt,
+position from its mask; ``vial_model``: radius and length fitted from there).
 
 Quality control (each failure is listed; any failure stops the job with a ``CalibrationError``
 that names the series, lists the problems and points to the QC picture, and no map is returned):
-- two vials found, each of plausible size and shape (volume, length, diameter within
-  ``SHAPE_TOLERANCE`` of the nominal cylinder) and with enough ROI voxels after erosion;
-- the vial model fitted: each vial's fitted radius and length within ``SHAPE_TOLERANCE`` of nominal,
-  the fitted PSF width within ``PSF_AGREEMENT`` of the configured one, and the model's amplitude
-  within ``MAX_MODEL_CORE_Z`` standard errors (plus ``MODEL_CORE_FRACTION``) of the noise-floor-
-  corrected core median: a vial that is not a uniform cylinder, or something else bright inside the
-  fitted margin, shows there;
-- the two vials distinct (centres more than a vial diameter apart);
-- signal ordering: the vial of higher concentration is brighter, by ``MIN_ORDERING_Z`` standard
-  errors of the difference;
+- two vials found (``phantoms``: tubes of plausible size outside the head), each with enough ROI
+  voxels after erosion;
+- the vial model fitted: each vial's fitted radius and length within ``MASK_MODEL_AGREEMENT`` of
+  the size its mask shows, the fitted PSF width within ``PSF_AGREEMENT`` of the configured one,
+  and the model's amplitude within ``MAX_MODEL_CORE_Z`` standard errors (plus
+  ``MODEL_CORE_FRACTION``) of the noise-floor-corrected core median: a vial that is not a uniform
+  cylinder, or something else bright inside the fitted margin, shows there;
+- the two vials distinct (centres more than a vial diameter apart, masks disjoint);
+- the vials told apart by their signal (``MIN_ORDERING_Z``);
 - the fit: the line's zero (the TSC of a zero signal, -b/a) within ``MAX_ZERO_OFFSET_FRACTION`` of
   the lower concentration (magnitude signal is proportional to concentration), and the robust
   spread of the calibrated TSC inside each ROI (its residual about the nominal value) below
@@ -64,13 +69,12 @@ from sodium_node.errors import CalibrationError
 
 log = logging.getLogger(__name__)
 
-VIAL_RADIUS_MM = 10.0
-VIAL_LENGTH_MM = 60.0
-"""The study's agar vials (radius 10 mm, length 60 mm)."""
-SHAPE_TOLERANCE = (0.6, 1.5)
-"""Detected volume, length and diameter must lie within these multiples of the nominal vial."""
-MIN_ROI_VOXELS = 20
-"""Fewer voxels after erosion make the median too noisy (and mean the vial is smaller than nominal)."""
+MASK_MODEL_AGREEMENT = (0.75, 1.33)
+"""The fitted radius and length within these multiples of the mask's (the half-maximum edge of a
+blurred cylinder lies on its surface: they agree within ~5 % in simulations, for 7-14 mm radii)."""
+MIN_ROI_VOXELS = 8
+"""Fewer voxels after erosion make the core median (a QC figure; the line comes from the model) too
+noisy to check the model against: a 14 mm tube at 3 mm voxels keeps ~15 after 2 voxels' erosion."""
 MIN_ORDERING_Z = 3.0
 MAX_ZERO_OFFSET_FRACTION = 0.5
 """|-b/a| up to half the lower concentration: a +-10 % receive field between the vials moves the line's
@@ -123,6 +127,10 @@ class CalibrationQC:
     """-b/a: the TSC the line gives a zero signal."""
     ordering_z: float | None
     picture: Path | None
+    warnings: tuple[str, ...] = ()
+    """What QC noticed without refusing the calibration (vials on the other sides than configured)."""
+    swapped: bool = False
+    """The vials were found on the sides opposite to ``concentrations_mM``'s (identified by signal)."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +140,7 @@ class Calibration:
     intercept: float
     """b: signal at 0 mM."""
     vials: tuple[VialMeasurement, VialMeasurement]
+    """(lower concentration, higher)."""
     qc: CalibrationQC
     tsc_mM: Volume
     """(S - b) / a on the sodium grid."""
@@ -169,25 +178,20 @@ def _measure(
     )
 
 
-def _model_problems(
-    measurement: VialMeasurement,
-    *,
-    noise_sigma_in_roi: float,
-    radius_mm: float,
-    length_mm: float,
-) -> list[str]:
-    """The fitted cylinder's size, and its amplitude against the core median (Rician bias removed)."""
-    low, high = SHAPE_TOLERANCE
+def _model_problems(measurement: VialMeasurement, *, noise_sigma_in_roi: float) -> list[str]:
+    """The fitted cylinder's size against its mask's, and its amplitude against the core median
+    (Rician bias removed)."""
+    low, high = MASK_MODEL_AGREEMENT
     where = f"vial of {measurement.concentration_mM:g} mM"
     problems = []
-    for what, found, nominal in (
-        ("radius", measurement.fitted_radius_mm, radius_mm),
-        ("length", measurement.fitted_length_mm, length_mm),
+    for what, found, on_mask in (
+        ("radius", measurement.fitted_radius_mm, measurement.diameter_mm / 2.0),
+        ("length", measurement.fitted_length_mm, measurement.length_mm),
     ):
-        if not low * nominal <= found <= high * nominal:
+        if not low * on_mask <= found <= high * on_mask:
             problems.append(
-                f"{where}: the vial model's {what} is {found:.1f} mm (nominal {nominal:.1f} mm): "
-                "not the study's vial"
+                f"{where}: the vial model's {what} is {found:.1f} mm, its mask's {on_mask:.1f} mm: "
+                "not a uniform cylinder"
             )
     core = float(np.sqrt(max(measurement.median_signal**2 - noise_sigma_in_roi**2, 0.0)))
     error = float(np.hypot(measurement.signal_standard_error, measurement.amplitude_standard_error))
@@ -198,22 +202,6 @@ def _model_problems(
             f"{core:.4g} (noise floor removed; limit +-{limit:.3g}): the vial is not a uniform cylinder, or "
             "something bright lies beside it"
         )
-    return problems
-
-
-def _shape_problems(measurement: VialMeasurement, *, radius_mm: float, length_mm: float) -> list[str]:
-    low, high = SHAPE_TOLERANCE
-    nominal_ml = np.pi * radius_mm**2 * length_mm / 1000.0
-    centre = np.round(measurement.centre_lps_mm, 1).tolist()
-    where = f"vial of {measurement.concentration_mM:g} mM at LPS {centre} mm"
-    problems = []
-    for what, found, nominal, unit in (
-        ("volume", measurement.volume_ml, nominal_ml, "ml"),
-        ("length", measurement.length_mm, length_mm, "mm"),
-        ("diameter", measurement.diameter_mm, 2 * radius_mm, "mm"),
-    ):
-        if not low * nominal <= found <= high * nominal:
-            problems.append(f"{where}: implausible {what} {found:.1f} {unit} (nominal {nominal:.1f} {unit})")
     if measurement.roi_voxels < MIN_ROI_VOXELS:
         problems.append(
             f"{where}: only {measurement.roi_voxels} voxels left after erosion (< {MIN_ROI_VOXELS})"
@@ -246,8 +234,6 @@ def _fit_model(
     sodium: Volume,
     *,
     field: np.ndarray | None,
-    radius_mm: float,
-    length_mm: float,
     psf_fwhm_mm: float,
     series_name: str,
     problems: list[str],
@@ -260,8 +246,8 @@ def _fit_model(
             magnitude,
             [vial.mask for vial in vials],
             sodium.affine_lps,
-            radius_mm=radius_mm,
-            length_mm=length_mm,
+            radii_mm=[vial.shape.diameter_mm / 2.0 for vial in vials],
+            lengths_mm=[vial.shape.length_mm for vial in vials],
             psf_fwhm_mm=psf_fwhm_mm,
             receive_field=field,
             series_name=series_name,
@@ -278,13 +264,17 @@ def _fit_model(
     return fit
 
 
+def _ordering_z(bright: VialFit, dim: VialFit) -> float:
+    """How many standard errors of their difference the brighter amplitude exceeds the dimmer."""
+    error = float(np.hypot(bright.amplitude_standard_error, dim.amplitude_standard_error))
+    return (bright.amplitude - dim.amplitude) / (error or 1e-12)
+
+
 def calibrate(
     sodium: Volume,
     *,
     concentrations_mM: tuple[float, float],
     erosion_voxels: int = 2,
-    vial_radius_mm: float = VIAL_RADIUS_MM,
-    vial_length_mm: float = VIAL_LENGTH_MM,
     psf_fwhm_mm: float | None = None,
     receive_field: Volume | None = None,
     qc_picture_path: Path | None = None,
@@ -292,7 +282,8 @@ def calibrate(
 ) -> Calibration:
     """Calibrate ``sodium`` (Philips floating values) against its two vials; see the module doc.
 
-    ``psf_fwhm_mm`` is the configured PSF (``pipeline.psf_fwhm_mm``); by default
+    ``concentrations_mM`` lists the vials from the patient's right to left, where they are meant to
+    be. ``psf_fwhm_mm`` is the configured PSF (``pipeline.psf_fwhm_mm``); by default
     ``DEFAULT_PSF_FWHM_VOXELS`` times the mean voxel size. The vial model fits its own width from it.
     """
     if erosion_voxels < 2:
@@ -314,82 +305,86 @@ def calibrate(
             raise CalibrationError(f"{series_name}: the receive field is not on the sodium grid")
         field = np.maximum(np.asarray(receive_field.data, dtype=np.float64), MIN_RECEIVE_FIELD)
     signal = magnitude if field is None else magnitude / field
-    vials = find_vials(
+    low_mM, high_mM = sorted(concentrations_mM)
+    detected = find_vials(
         sodium if field is None else sodium.with_data(signal, scaling=sodium.scaling, unit=sodium.unit),
         count=2,
-        radius_mm=vial_radius_mm,
-        length_mm=vial_length_mm,
         erosion_voxels=erosion_voxels,
+        signal_ratio=high_mM / low_mM,
     )
-    vials = tuple(sorted(vials, key=lambda v: v.shape.centre_lps_mm[0]))
+    detected = tuple(sorted(detected, key=lambda v: v.shape.centre_lps_mm[0]))
     problems: list[str] = []
-    if len(vials) < 2:
+    warnings: list[str] = []
+    if len(detected) < 2:
         problems.append(
-            f"found {len(vials)} calibration vial(s), expected 2 (a bright {2 * vial_radius_mm:g} x "
-            f"{vial_length_mm:g} mm cylinder each, beside the head): check that both vials are in the coil"
+            f"found {len(detected)} calibration vial(s), expected 2 (bright tubes outside the head, "
+            "longer than wide): check that both vials are in the coil and inside the field of view"
         )
     model = _fit_model(
         magnitude,
-        vials,
+        detected,
         sodium,
         field=field,
-        radius_mm=vial_radius_mm,
-        length_mm=vial_length_mm,
         psf_fwhm_mm=psf_fwhm_mm,
         series_name=series_name,
         problems=problems,
     )
-    fits: list[VialFit | None] = list(model.vials) if model is not None else [None] * len(vials)
-    measurements = [
-        _measure(signal, v, c, f) for v, c, f in zip(vials, concentrations_mM, fits, strict=False)
-    ]
-    for measurement, vial in zip(measurements, vials, strict=False):
-        problems += _shape_problems(measurement, radius_mm=vial_radius_mm, length_mm=vial_length_mm)
-        if model is not None:
-            field_in_roi = 1.0 if field is None or not vial.roi.any() else float(np.median(field[vial.roi]))
-            problems += _model_problems(
-                measurement,
-                noise_sigma_in_roi=model.noise_sigma / field_in_roi,
-                radius_mm=vial_radius_mm,
-                length_mm=vial_length_mm,
+    vials = detected
+    fits: list[VialFit | None] = [None] * len(detected)
+    assigned = list(concentrations_mM[: len(detected)])
+    swapped = False
+    ordering_z: float | None = None
+    if model is not None:
+        # Identified by signal: the brighter vial holds the higher concentration (module doc).
+        bright = int(np.argmax([fit.amplitude for fit in model.vials]))
+        dim = 1 - bright
+        vials = (detected[dim], detected[bright])
+        fits, assigned = [model.vials[dim], model.vials[bright]], [low_mM, high_mM]
+        ordering_z = _ordering_z(model.vials[bright], model.vials[dim])
+        configured_high_on_left = concentrations_mM[1] > concentrations_mM[0]
+        swapped = ordering_z >= MIN_ORDERING_Z and (bright == 1) != configured_high_on_left
+        if swapped:
+            warnings.append(
+                f"the {high_mM:g} mM vial (the brighter) lies to the patient's "
+                f"{'left' if bright == 1 else 'right'} of the {low_mM:g} mM one, configured the other way "
+                "round (processing.phantom_concentrations_mM lists them from right to left): identified "
+                "by signal; check the vials' placement or the configuration"
             )
+    measurements = [_measure(signal, v, c, f) for v, c, f in zip(vials, assigned, fits, strict=True)]
+    if model is not None:
+        for measurement, vial in zip(measurements, vials, strict=True):
+            field_in_roi = 1.0 if field is None or not vial.roi.any() else float(np.median(field[vial.roi]))
+            problems += _model_problems(measurement, noise_sigma_in_roi=model.noise_sigma / field_in_roi)
     noise_sigma = model.noise_sigma if model is not None else 0.0
     corrected = noise_floor_corrected(magnitude, noise_sigma)
     calibrated_signal = corrected if field is None else corrected / field
     slope = intercept = float("nan")
-    zero_offset = ordering_z = None
-    if len(measurements) == 2 and model is not None:
-        right, left = measurements
-        distance = float(np.linalg.norm(np.subtract(right.centre_lps_mm, left.centre_lps_mm)))
-        if distance < 2 * vial_radius_mm or np.any(vials[0].mask & vials[1].mask):
+    zero_offset = None
+    if ordering_z is not None:
+        low, high = measurements
+        distance = float(np.linalg.norm(np.subtract(low.centre_lps_mm, high.centre_lps_mm)))
+        if distance < min(low.diameter_mm, high.diameter_mm) or np.any(vials[0].mask & vials[1].mask):
             problems.append(f"the two vials are not distinct (centres {distance:.1f} mm apart)")
-        low, high = sorted(measurements, key=lambda m: m.concentration_mM)
-        difference = high.amplitude - low.amplitude
-        ordering_z = difference / float(
-            np.hypot(high.amplitude_standard_error, low.amplitude_standard_error) or 1e-12
-        )
         if ordering_z < MIN_ORDERING_Z:
             problems.append(
-                f"signal ordering wrong: the {high.concentration_mM:g} mM vial (configured on the "
-                f"patient's {'right' if high is right else 'left'}) has signal amplitude "
-                f"{high.amplitude:.4g}, not above "
-                f"the {low.concentration_mM:g} mM vial's {low.amplitude:.4g} (z = {ordering_z:.1f}); "
-                "are the vials swapped in the coil or in processing.phantom_concentrations_mM?"
+                f"the two vials cannot be told apart by their signal: amplitudes {low.amplitude:.4g} and "
+                f"{high.amplitude:.4g} (z = {ordering_z:.1f} < {MIN_ORDERING_Z:g}) for concentrations of "
+                f"{low_mM:g} and {high_mM:g} mM: check that both vials are the study's"
             )
         else:
-            slope = difference / (high.concentration_mM - low.concentration_mM)
-            intercept = low.amplitude - slope * low.concentration_mM
+            slope = (high.amplitude - low.amplitude) / (high_mM - low_mM)
+            intercept = low.amplitude - slope * low_mM
             zero_offset = -intercept / slope
-            if abs(zero_offset) > MAX_ZERO_OFFSET_FRACTION * low.concentration_mM:
+            if abs(zero_offset) > MAX_ZERO_OFFSET_FRACTION * low_mM:
                 problems.append(
                     f"calibration line does not pass near zero: a zero signal would be {zero_offset:.1f} mM "
-                    f"(limit +-{MAX_ZERO_OFFSET_FRACTION * low.concentration_mM:.1f} mM)"
+                    f"(limit +-{MAX_ZERO_OFFSET_FRACTION * low_mM:.1f} mM)"
                 )
             for index, (measurement, vial) in enumerate(zip(measurements, vials, strict=True)):
                 tsc = (calibrated_signal[vial.roi] - intercept) / slope
                 residual = MAD_TO_SD * float(np.median(np.abs(tsc - np.median(tsc))))
                 measurements[index] = VialMeasurement(**{**measurement.__dict__, "residual_sd_mM": residual})
-                if residual > MAX_RESIDUAL_FRACTION * (high.concentration_mM - low.concentration_mM):
+                if residual > MAX_RESIDUAL_FRACTION * (high_mM - low_mM):
                     problems.append(
                         f"vial of {measurement.concentration_mM:g} mM is not uniform: calibrated TSC spreads "
                         f"{residual:.1f} mM (robust SD) inside its ROI"
@@ -408,17 +403,20 @@ def calibrate(
             if model is not None
             else []
         )
+        + [f"WARN: {w}" for w in warnings]
         + [f"FAIL: {p}" for p in problems]
     )
     picture = None
     if qc_picture_path is not None:
-        status = "FAILED" if problems else "passed"
+        status = "FAILED" if problems else "passed with warnings" if warnings else "passed"
         picture = _qc_picture(
             signal, vials, qc_picture_path, lines, f"{series_name}: calibration QC {status}"
         )
     if problems or model is None:
         where = f"; QC picture: {picture}" if picture is not None else ""
         raise CalibrationError(f"{series_name}: calibration QC failed: " + "; ".join(problems) + where)
+    for warning in warnings:
+        log.warning("%s: calibration: %s", series_name, warning)
     log.info(
         "%s: calibration a = %.5g per mM, b = %.5g (zero at %.2f mM); vial PSF FWHM %.2f mm (configured "
         "%.2f), noise sigma %.4g",
@@ -435,7 +433,9 @@ def calibrate(
         slope_per_mM=slope,
         intercept=intercept,
         vials=(measurements[0], measurements[1]),
-        qc=CalibrationQC(True, (), zero_offset, ordering_z, picture),
+        qc=CalibrationQC(
+            True, (), zero_offset, ordering_z, picture, warnings=tuple(warnings), swapped=swapped
+        ),
         tsc_mM=tsc_mM,
         receive_field_corrected=receive_field is not None,
         vial_rois=(vials[0].roi, vials[1].roi),

@@ -1,16 +1,27 @@
-"""Find the calibration vials in a sodium image: bright, compact cylinders apart from the head.
+"""Find the calibration vials in a sodium image: bright, uniform cylinders beside the head.
+
+Nothing about the vials is assumed but that they are tubes of agar lying outside the head: their
+size, tilt and position are measured, and which is which is decided later from their signal
+(``calibration``). What else is bright in a sodium image and must never be taken for a vial: the
+eyes' vitreous (~140 mM, often the brightest thing in the image; a sphere), the ventricles (inside
+the brain) and the scalp.
 
 1. Smooth lightly (Gaussian, 1 voxel); threshold at several levels between air and the bright end.
-2. Label connected components (after a 1-voxel opening, which cuts thin bridges to the scalp).
-   The head is one large component; each vial is a small one of known size and shape.
-3. Score components by volume, length, diameter and elongation against the nominal cylinder and
-   keep the best ``count``; each vial mask is then redrawn at half of the vial's own plateau (the
-   edge of a blurred step), within a box around it.
+2. Label connected components (after a 1-voxel opening, which cuts thin bridges to the scalp);
+   components of a plausible tube's volume (``VOLUME_RANGE_ML``) are candidates, each redrawn at
+   half of its own plateau (the edge of a blurred step), within a box around it.
+3. A candidate is kept when its measured geometry is a tube's (``LENGTH_RANGE_MM``,
+   ``DIAMETER_RANGE_MM``; longer than wide, ``MIN_ELONGATION``: a sphere such as an eye reads 0.87)
+   and it lies outside the head (its centre is not enclosed by the head once the candidate itself
+   is taken away: the ventricles are, a vial touching the scalp is not). Candidates are ranked by
+   how well their mask fills the cylinder their moments describe (``cylinder_score``); the same
+   object found at several thresholds is kept once, at its best.
 4. ROI = mask voxels more than ``erosion_voxels`` from its edge (Euclidean): away from partial volume.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
 
@@ -33,9 +44,22 @@ EDGE_FRACTION = 0.5
 THRESHOLD_FRACTIONS = (0.15, 0.25, 0.35, 0.5, 0.65)
 """Thresholds tried, as fractions of the way from the air level to the bright end of the image."""
 BRIGHT_PERCENTILE = 99.0
-CANDIDATE_VOLUME_RANGE = (0.3, 3.0)
-"""Components outside this multiple of the nominal vial volume are not considered at all."""
+HEAD_THRESHOLD_FRACTION = THRESHOLD_FRACTIONS[0]
+"""The head's outline: the largest component above the lowest threshold."""
+VOLUME_RANGE_ML = (1.5, 300.0)
+"""Components outside this volume are not considered: from a 12 mm x 25 mm tube to a 50 mm x 150 mm one."""
+LENGTH_RANGE_MM = (25.0, 150.0)
+DIAMETER_RANGE_MM = (10.0, 50.0)
+"""A calibration tube's plausible size, measured from its half-maximum mask (the study's: 20 x 60 mm)."""
+MIN_ELONGATION = 1.15
+"""Length over diameter (from the mask's moments). A uniform sphere reads sqrt(12/5) / (4 / sqrt(5)) =
+0.87, a cylinder its true ratio: an eye, whose globe is a sphere of ~24 mm, is not a vial; a tube
+shorter than ~1.15 of its width cannot be told from one and is not supported."""
+MAX_CYLINDER_SCORE = 0.5
+"""|log(mask volume / moment cylinder volume)| + the elongation penalty: a blurred, thresholded
+cylinder scores < 0.15 in simulations; irregular shapes (a bridge to the scalp) score more."""
 BOX_MARGIN_MM = 12.0
+MAX_PAIRED_CANDIDATES = 6
 
 
 @dataclass(frozen=True)
@@ -58,7 +82,9 @@ class DetectedVial:
     roi: BoolArray
     """The mask eroded by ``erosion_voxels``: where the signal is measured."""
     score: float
-    """Distance from the nominal cylinder (0 = perfect); lower is better."""
+    """``cylinder_score``: 0 for a mask that fills its moment cylinder exactly; lower is better."""
+    plateau_signal: float
+    """The smoothed signal at the vial's plateau (90th percentile of its mask): a first look at its level."""
 
 
 def vial_shape(mask: BoolArray, affine_lps: FloatArray) -> VialShape:
@@ -80,15 +106,28 @@ def vial_shape(mask: BoolArray, affine_lps: FloatArray) -> VialShape:
     )
 
 
-def shape_score(shape: VialShape, *, radius_mm: float, length_mm: float) -> float:
-    """Sum of absolute log ratios to the nominal volume, length and diameter (0 = the nominal vial)."""
-    nominal_ml = np.pi * radius_mm**2 * length_mm / 1000.0
-    ratios = (
-        shape.volume_ml / nominal_ml,
-        shape.length_mm / length_mm,
-        shape.diameter_mm / (2.0 * radius_mm),
-    )
-    return float(sum(abs(np.log(max(r, 1e-6))) for r in ratios))
+def cylinder_score(shape: VialShape) -> float:
+    """How far the mask is from the uniform cylinder its moments describe (0 = exactly that cylinder),
+    plus a penalty for a shape no longer than wide (spheres, blobs)."""
+    if shape.length_mm <= 0 or shape.diameter_mm <= 0:
+        return float("inf")
+    moment_ml = np.pi * (shape.diameter_mm / 2.0) ** 2 * shape.length_mm / 1000.0
+    elongation = shape.length_mm / shape.diameter_mm
+    return float(abs(np.log(shape.volume_ml / moment_ml)) + max(0.0, np.log(MIN_ELONGATION / elongation)))
+
+
+def implausible_geometry(shape: VialShape) -> str | None:
+    """Why ``shape`` is not a calibration tube, or None if it may be one."""
+    low, high = LENGTH_RANGE_MM
+    if not low <= shape.length_mm <= high:
+        return f"length {shape.length_mm:.0f} mm outside {low:g}-{high:g} mm"
+    low, high = DIAMETER_RANGE_MM
+    if not low <= shape.diameter_mm <= high:
+        return f"diameter {shape.diameter_mm:.0f} mm outside {low:g}-{high:g} mm"
+    elongation = shape.length_mm / shape.diameter_mm
+    if elongation < MIN_ELONGATION:
+        return f"no longer than wide (length / diameter {elongation:.2f} < {MIN_ELONGATION:g}): not a tube"
+    return None
 
 
 def _box(mask: BoolArray, margin_voxels: npt.NDArray[np.int64]) -> tuple[slice, slice, slice]:
@@ -139,15 +178,46 @@ def _components(
     return [labels == label for label in range(1, n_labels + 1) if min_voxels <= sizes[label] <= max_voxels]
 
 
+def _largest_component(mask: BoolArray) -> BoolArray:
+    labels, n_labels = ndimage.label(mask)
+    if n_labels == 0:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    largest: BoolArray = labels == int(np.argmax(sizes))
+    return largest
+
+
+def inside_head(mask: BoolArray, head: BoolArray) -> bool:
+    """Whether most of ``mask`` is enclosed by ``head`` once the object itself is taken out of it:
+    the ventricles are (brain all round), a vial in air or against the scalp is not."""
+    remaining = head & ~np.asarray(ndimage.binary_dilation(mask, iterations=1), dtype=bool)
+    enclosed = np.asarray(ndimage.binary_fill_holes(remaining), dtype=bool) & ~remaining
+    return bool(np.count_nonzero(enclosed & mask) > 0.5 * np.count_nonzero(mask))
+
+
+def _pair_by_signal(candidates: list[DetectedVial], signal_ratio: float) -> list[DetectedVial]:
+    """The two candidates whose shapes and plateau ratio best fit two vials ``signal_ratio`` apart."""
+    best: tuple[float, list[DetectedVial]] | None = None
+    for a, b in itertools.combinations(candidates[:MAX_PAIRED_CANDIDATES], 2):
+        low, high = sorted((a.plateau_signal, b.plateau_signal))
+        ratio = high / low if low > 0 else float("inf")
+        cost = a.score + b.score + abs(float(np.log(ratio / signal_ratio)))
+        if best is None or cost < best[0]:
+            best = (cost, [a, b])
+    return best[1] if best is not None else candidates
+
+
 def find_vials(
     sodium: Volume,
     *,
     count: int = 2,
-    radius_mm: float,
-    length_mm: float,
     erosion_voxels: int,
+    signal_ratio: float | None = None,
 ) -> tuple[DetectedVial, ...]:
-    """The ``count`` separate objects most like the nominal vial (fewer if fewer are candidates).
+    """The ``count`` separate tubes outside the head most like uniform cylinders (fewer if fewer are
+    candidates); see the module doc. With ``signal_ratio`` (the ratio of the vials' concentrations)
+    and more candidates than vials, the pair whose plateau signals are closest to that ratio is taken.
 
     Components are looked for at several thresholds between the air level and the bright end of
     the image (``THRESHOLD_FRACTIONS``): a dim vial separates from air at a low threshold, a vial
@@ -157,27 +227,41 @@ def find_vials(
     smoothed = ndimage.gaussian_filter(data, SMOOTHING_SIGMA_VOXELS)
     affine = sodium.affine_lps
     voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
-    nominal_voxels = np.pi * radius_mm**2 * length_mm / 1000.0 / voxel_ml
     margin = np.ceil(BOX_MARGIN_MM / np.array(sodium.voxel_size_mm)).astype(np.int64)
     air = _air_level(smoothed)
     bright = float(np.percentile(smoothed, BRIGHT_PERCENTILE))
-    low, high = CANDIDATE_VOLUME_RANGE
+    head = _largest_component(smoothed > air + HEAD_THRESHOLD_FRACTION * (bright - air))
+    low_ml, high_ml = VOLUME_RANGE_ML
     candidates: list[DetectedVial] = []
     for fraction in THRESHOLD_FRACTIONS:
         threshold = air + fraction * (bright - air)
         for component in _components(
-            smoothed, threshold, min_voxels=low * nominal_voxels, max_voxels=high * nominal_voxels
+            smoothed, threshold, min_voxels=low_ml / voxel_ml, max_voxels=high_ml / voxel_ml
         ):
             mask = _redraw_at_half_plateau(smoothed, component, margin)
             shape = vial_shape(mask, affine)
-            score = shape_score(shape, radius_mm=radius_mm, length_mm=length_mm)
-            candidates.append(DetectedVial(shape, mask, eroded(mask, erosion_voxels), score))
-    chosen: list[DetectedVial] = []
+            why_not = implausible_geometry(shape)
+            score = cylinder_score(shape)
+            if why_not is None and score > MAX_CYLINDER_SCORE:
+                why_not = f"not a uniform cylinder (score {score:.2f} > {MAX_CYLINDER_SCORE:g})"
+            if why_not is None and inside_head(mask, head):
+                why_not = "inside the head"
+            centre = np.round(shape.centre_lps_mm, 1).tolist()
+            if why_not is not None:
+                log.debug("not a vial at LPS %s mm (%.1f ml): %s", centre, shape.volume_ml, why_not)
+                continue
+            plateau = float(np.percentile(smoothed[mask], PLATEAU_PERCENTILE))
+            candidates.append(DetectedVial(shape, mask, eroded(mask, erosion_voxels), score, plateau))
+    distinct: list[DetectedVial] = []
     for candidate in sorted(candidates, key=lambda vial: vial.score):
-        centre = np.array(candidate.shape.centre_lps_mm)
-        if all(np.linalg.norm(centre - np.array(v.shape.centre_lps_mm)) > radius_mm for v in chosen):
-            chosen.append(candidate)
+        if not any(np.any(candidate.mask & kept.mask) for kept in distinct):
+            distinct.append(candidate)
             log.debug(
-                "vial candidate at %s: %s, score %.2f", centre.round(1), candidate.shape, candidate.score
+                "vial candidate at %s: %s, score %.2f",
+                candidate.shape.centre_lps_mm,
+                candidate.shape,
+                candidate.score,
             )
-    return tuple(chosen[:count])
+    if signal_ratio is not None and count == 2 and len(distinct) > 2:
+        distinct = _pair_by_signal(distinct, signal_ratio)
+    return tuple(distinct[:count])

@@ -23,7 +23,7 @@ Free parameters: A_i, R_i and L_i per vial, and the PSF width s and noise sigma 
 (same image). The configured PSF only starts the fit and sets the margin; fitting s is what makes
 the amplitude robust to a misjudged PSF. With s fixed at a width 20 % too narrow / wide, A is biased
 (-3.5 % / +3.2 %: the model's edge is too sharp or too soft); fitted, by < 0.1 %. Freeing the
-radius costs ~10 % of the precision and protects against a vial whose inner radius is not nominal.
+radius costs ~10 % of the precision and lets each vial be its own size (measured on its mask, then fitted).
 
 Voxels fitted: those within ``MARGIN_PSF_SIGMAS`` PSF standard deviations (configured) of the
 cylinder that just contains the detected mask, where the blurred edge has decayed to < 0.2 %.
@@ -58,10 +58,10 @@ MARGIN_PSF_SIGMAS = 3.0
 """The fit reaches 3 PSF SDs beyond the vial: the blurred edge is below 0.2 % of the plateau there,
 and the air it adds pins the noise floor. Farther out, the head may come into the region."""
 CORE_PSF_SIGMAS = 2.0
-"""Voxels 2 PSF SDs inside the nominal surface start the amplitude (their median); those 2 SDs
+"""Voxels 2 PSF SDs inside the measured surface start the amplitude (their median); those 2 SDs
 outside start the noise sigma (Rayleigh: sigma^2 = E[M^2] / 2)."""
 PARAMETER_RANGE = (0.5, 1.5)
-"""Radius and length may move within these multiples of the nominal vial (as phantoms' QC allows)."""
+"""Radius and length may move within these multiples of the size measured on the vial's mask."""
 PSF_RANGE = (0.25, 4.0)
 """The fitted PSF width within these multiples of the configured one (a bound, not a QC limit)."""
 
@@ -150,16 +150,20 @@ def fit_vials(
     masks: Sequence[BoolArray],
     affine_lps: Float64Array,
     *,
-    radius_mm: float,
-    length_mm: float,
+    radii_mm: Sequence[float],
+    lengths_mm: Sequence[float],
     psf_fwhm_mm: float,
     receive_field: npt.NDArray[np.floating] | None = None,
     series_name: str = "sodium series",
 ) -> VialModelFit:
     """Fit the model of the module doc to the vials' neighbourhoods in ``magnitude`` (the image as
-    acquired, not divided by the field: ``receive_field`` is part of the model)."""
+    acquired, not divided by the field: ``receive_field`` is part of the model). ``radii_mm`` and
+    ``lengths_mm`` (one per mask: the sizes measured on the masks) start the fit and bound it
+    (``PARAMETER_RANGE``)."""
     if not masks or any(not mask.any() for mask in masks):
         raise CalibrationError(f"{series_name}: a vial mask is empty; there is nothing to fit")
+    if len(radii_mm) != len(masks) or len(lengths_mm) != len(masks):
+        raise ValueError("fit_vials: one radius and one length per mask")
     data = np.asarray(magnitude, dtype=np.float64)
     field = np.ones_like(data) if receive_field is None else np.asarray(receive_field, dtype=np.float64)
     sigma_psf = psf_fwhm_mm * FWHM_TO_SIGMA
@@ -168,7 +172,7 @@ def fit_vials(
     ]
     count = len(regions)
     core_starts, air = [], []
-    for region in regions:
+    for region, radius_mm, length_mm in zip(regions, radii_mm, lengths_mm, strict=True):
         core = (region.radial_mm < radius_mm - CORE_PSF_SIGMAS * sigma_psf) & (
             np.abs(region.axial_mm) < length_mm / 2.0 - CORE_PSF_SIGMAS * sigma_psf
         )
@@ -212,25 +216,13 @@ def fit_vials(
         )
 
     low_size, high_size = PARAMETER_RANGE
-    start = np.array(
-        [*core_starts, max(noise_start, 2 * tiny), *[radius_mm] * count, *[length_mm] * count, sigma_psf]
-    )
+    radii, lengths = np.asarray(radii_mm, dtype=np.float64), np.asarray(lengths_mm, dtype=np.float64)
+    start = np.array([*core_starts, max(noise_start, 2 * tiny), *radii, *lengths, sigma_psf])
     lower = np.array(
-        [
-            *[0.0] * count,
-            tiny,
-            *[low_size * radius_mm] * count,
-            *[low_size * length_mm] * count,
-            PSF_RANGE[0] * sigma_psf,
-        ]
+        [*[0.0] * count, tiny, *(low_size * radii), *(low_size * lengths), PSF_RANGE[0] * sigma_psf]
     )
     upper = np.array(
-        [
-            *[np.inf] * (count + 1),
-            *[high_size * radius_mm] * count,
-            *[high_size * length_mm] * count,
-            PSF_RANGE[1] * sigma_psf,
-        ]
+        [*[np.inf] * (count + 1), *(high_size * radii), *(high_size * lengths), PSF_RANGE[1] * sigma_psf]
     )
     scale = np.array(
         [*(0.01 * np.array(core_starts)), 0.1 * max(noise_start, tiny), *[0.1] * count, *[0.3] * count, 0.05]

@@ -219,9 +219,20 @@ def test_a_missing_vial_fails_qc(classic_session: SimulatedSession, tmp_path: Pa
     assert picture.is_file()
 
 
-def test_vials_swapped_in_config_fail_qc(classic_session: SimulatedSession) -> None:
-    with pytest.raises(CalibrationError, match=r"signal ordering wrong.*swapped"):
-        calibrate(_sodium(classic_session), concentrations_mM=(80.0, 40.0))
+def test_vials_swapped_in_config_are_identified_by_signal_with_a_warning(
+    classic_session: SimulatedSession, calibrations: dict[str, Calibration]
+) -> None:
+    """The configuration puts 80 mM on the patient's right, the simulator on the left: the vials are
+    identified by their signal, so the line and the map are exactly those of the right configuration,
+    and QC says what it found."""
+    swapped = calibrate(_sodium(classic_session), concentrations_mM=(80.0, 40.0))
+    expected = calibrations["classic"]
+    assert swapped.qc.swapped and not expected.qc.swapped
+    assert len(swapped.qc.warnings) == 1 and "configured the other way round" in swapped.qc.warnings[0]
+    assert not expected.qc.warnings
+    assert [v.concentration_mM for v in swapped.vials] == [40.0, 80.0]
+    assert swapped.slope_per_mM == pytest.approx(expected.slope_per_mM, rel=1e-9)
+    assert swapped.intercept == pytest.approx(expected.intercept, rel=1e-9, abs=1e-9)
 
 
 def test_erosion_below_two_voxels_is_refused(classic_session: SimulatedSession) -> None:
