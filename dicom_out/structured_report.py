@@ -38,6 +38,7 @@ def private_code(value: str, meaning: str) -> hd.sr.CodedConcept:
 
 VERDICT_CODES = {
     Verdict.PASS: private_code("qc-pass", "Quality check passed"),
+    Verdict.WARN: private_code("qc-warn", "Quality check passed with a warning"),
     Verdict.FAIL: private_code("qc-fail", "Quality check failed"),
 }
 

@@ -46,6 +46,9 @@ GREY = (160, 160, 160)
 BACKGROUND = (0, 0, 0)
 
 
+VERDICT_COLOURS = {Verdict.PASS: (80, 220, 80), Verdict.WARN: (250, 190, 40), Verdict.FAIL: (240, 60, 60)}
+
+
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     for name in ("DejaVuSans.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"):
         try:
@@ -162,7 +165,7 @@ def render_summary(results: Results) -> Image.Image:
     thumbnails = {path.name: path for path in results.qc_pictures}
     x = 50
     for check in m.quality:
-        colour = (80, 220, 80) if check.verdict is Verdict.PASS else (240, 60, 60)
+        colour = VERDICT_COLOURS[check.verdict]
         draw.text((x, y), f"{check.step}: {check.verdict.value.upper()}", fill=colour, font=small)
         draw.text(
             (x, y + 24),

@@ -69,9 +69,11 @@ from sodium_node.errors import CalibrationError
 
 log = logging.getLogger(__name__)
 
-MASK_MODEL_AGREEMENT = (0.75, 1.33)
-"""The fitted radius and length within these multiples of the mask's (the half-maximum edge of a
-blurred cylinder lies on its surface: they agree within ~5 % in simulations, for 7-14 mm radii)."""
+MASK_MODEL_AGREEMENT = (0.6, 1.5)
+"""The fitted radius and length within these multiples of the mask's. The half-maximum edge of a
+blurred cylinder lies on its surface, but the mask is drawn at half the plateau of an image whose
+field may not be flat along the vial, and its length is cut short where it is not (0.73 of the
+fitted length seen behind a +-25 % field); the fitted cylinder is the measurement, the mask a check."""
 MIN_ROI_VOXELS = 8
 """Fewer voxels after erosion make the core median (a QC figure; the line comes from the model) too
 noisy to check the model against: a 14 mm tube at 3 mm voxels keeps ~15 after 2 voxels' erosion."""

@@ -52,6 +52,8 @@ class PvcMethod(enum.Enum):
 
 class Verdict(enum.Enum):
     PASS = "pass"
+    WARN = "warn"
+    """The result stands, but a reader should know (e.g. the CSF check off, vials swapped)."""
     FAIL = "fail"
 
 
@@ -105,6 +107,8 @@ class QualityCheck:
     limit: float
     picture: str | None = None
     """Path relative to the results folder."""
+    note: str = ""
+    """What a WARN or FAIL means, in words (empty for PASS)."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,10 @@ class Measurements:
     @property
     def all_checks_passed(self) -> bool:
         return all(check.verdict is Verdict.PASS for check in self.quality)
+
+    @property
+    def warnings(self) -> tuple[QualityCheck, ...]:
+        return tuple(check for check in self.quality if check.verdict is Verdict.WARN)
 
 
 def _plain(value: Any) -> Any:

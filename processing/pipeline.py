@@ -25,6 +25,7 @@ import pydicom
 from tqdm import tqdm
 
 from processing.calibration import Calibration, calibrate
+from processing.csf_check import csf_consistency
 from processing.dicom_series import LoadedSeries, load_series
 from processing.lesion_masks import LesionMasks, read_lesion_seg
 from processing.measurements import (
@@ -42,7 +43,7 @@ from processing.nifti_io import read_volume, write_volume
 from processing.provenance import write_provenance
 from processing.psf_resampling import resample_masks_to_sodium
 from processing.receive_field import (
-    MAX_FIELD_SPREAD,
+    MAX_GAIN_CHANGE,
     ReceiveFieldEstimate,
     VialReference,
     estimate_receive_field,
@@ -159,6 +160,7 @@ def _segment(
 def _quality(
     inputs: SodiumSpaceInputs,
     chain: RegistrationChain,
+    tissues: tuple[TissueMeasurement, ...],
     settings: ProcessingSettings,
     out_dir: Path,
 ) -> tuple[QualityCheck, ...]:
@@ -170,11 +172,12 @@ def _quality(
     checks = [
         QualityCheck(
             "calibration",
-            Verdict.PASS,
+            Verdict.WARN if calibration.qc.warnings else Verdict.PASS,
             "zero_offset_mM",
             abs(calibration.qc.zero_offset_mM or 0.0),
             0.5 * low,
             relative(calibration.qc.picture),
+            note="; ".join(calibration.qc.warnings),
         )
     ]
     checks += [
@@ -189,13 +192,20 @@ def _quality(
         for step in chain.steps
     ]
     if inputs.receive_field is not None:
+        selection = inputs.receive_field.selection
         checks.append(
             QualityCheck(
                 "receive_field",
-                Verdict.PASS,
-                "spread_p99_over_p1",
-                inputs.receive_field.spread,
-                MAX_FIELD_SPREAD,
+                Verdict.WARN if selection.bounded else Verdict.PASS,
+                "tissue_gain_change",
+                selection.gain_change,
+                MAX_GAIN_CHANGE,
+                note=(
+                    f"a receive field of degree {selection.supported_degree} fits the data but would change "
+                    f"every tissue by more than {MAX_GAIN_CHANGE:.0%}; degree {selection.degree} applied"
+                    if selection.bounded
+                    else ""
+                ),
             )
         )
     checks.append(
@@ -203,6 +213,9 @@ def _quality(
             "segmentation_in_sodium_fov", Verdict.PASS, "coverage", inputs.coverage, MIN_FOV_COVERAGE
         )
     )
+    csf_check = csf_consistency(tissues, expected_mM=settings.csf_tsc_mM)
+    if csf_check is not None:
+        checks.append(csf_check)
     return tuple(checks)
 
 
@@ -337,6 +350,8 @@ def sodium_space_inputs(
         noise_sigma=calibration.noise_sigma,
         series_name=analysis.sodium_name,
     )
+    if not estimate.selection.applied:
+        return SodiumSpaceInputs(fractions, coverage, calibration, estimate)
     corrected = calibrate(
         sodium,
         concentrations_mM=settings.phantom_concentrations_mM,
@@ -405,7 +420,7 @@ def _write_results(
     if inputs.receive_field is not None:
         files["receive_field"] = "receive_field.nii.gz"
         write_volume(inputs.receive_field.field, out_dir / files["receive_field"])
-    quality = _quality(inputs, analysis.chain, settings, out_dir)
+    quality = _quality(inputs, analysis.chain, tissues, settings, out_dir)
     for check in quality:
         if check.picture is not None:
             files[f"qc_{check.step}"] = check.picture

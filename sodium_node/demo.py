@@ -208,7 +208,7 @@ def run_demo(
     for check in measurements.quality:
         print(
             f"  {check.step:28s} {check.verdict.value:4s}  {check.metric_name} = {check.metric_value:.3g} "
-            f"(limit {check.limit:.3g})"
+            f"(limit {check.limit:.3g})" + (f"\n      {check.note}" if check.note else "")
         )
     if with_pacs:
         print()

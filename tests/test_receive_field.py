@@ -13,12 +13,18 @@ import numpy as np
 import pytest
 from test_pvc_ground_truth import truth_maps_in_t1_space
 
-from processing.calibration import calibrate
+from processing.calibration import Calibration, calibrate
 from processing.dicom_series import load_series
 from processing.nifti_io import read_volume
 from processing.partial_volume import gtm_concentrations
 from processing.psf_resampling import resample_masks_to_sodium
-from processing.receive_field import VialReference, estimate_receive_field
+from processing.receive_field import (
+    MAX_GAIN_CHANGE,
+    MIN_CV_IMPROVEMENT,
+    ReceiveFieldEstimate,
+    VialReference,
+    estimate_receive_field,
+)
 from processing.transforms import RigidTransform
 from processing.volume import Volume
 from simulator.population import Group
@@ -71,6 +77,7 @@ def test_estimated_field_calibrates_tissues_as_the_true_field_does(
     estimate = estimate_receive_field(
         sodium, fractions, vials, noise_sigma=uncorrected.noise_sigma, series_name="seed 11 sodium"
     )
+    assert estimate.selection.applied
     true_field = truth(strong_field_session, "receive_field")
 
     def tissue_means(field: Volume | None) -> dict[str, float]:
@@ -103,3 +110,60 @@ def test_without_vials_the_field_cannot_be_estimated(
             noise_sigma=0.0,
             series_name="seed 11 sodium",
         )
+
+
+@pytest.fixture(scope="module")
+def flat_field_session(tmp_path_factory: pytest.TempPathFactory) -> SimulatedSession:
+    options = SimulationOptions(seed=11, group=Group.RRMS, sodium_receive_field_amplitude=0.0)
+    return simulate_session(tmp_path_factory.mktemp("flat") / "session", options)
+
+
+def _estimate(sodium: Volume, fractions: dict[str, Volume]) -> tuple[Calibration, ReceiveFieldEstimate]:
+    uncorrected = calibrate(sodium, concentrations_mM=(40.0, 80.0))
+    vials = [
+        VialReference(roi, vial.concentration_mM)
+        for roi, vial in zip(uncorrected.vial_rois, uncorrected.vials, strict=True)
+    ]
+    return uncorrected, estimate_receive_field(sodium, fractions, vials, noise_sigma=uncorrected.noise_sigma)
+
+
+def test_no_field_is_applied_where_there_is_none(flat_field_session: SimulatedSession) -> None:
+    """A session with a perfectly flat receive field: the uniform model wins the cross-validation, so
+    the correction is exactly no correction (the issue allows 0.3 mM; none is changed at all)."""
+    sodium = load_series(flat_field_session.series_files["sodium"]).echo(1)
+    fractions = psf_scaled_truth(flat_field_session, sodium)
+    _, estimate = _estimate(sodium, fractions)
+    assert estimate.selection.degree == 0 and not estimate.selection.applied
+    assert estimate.selection.gain_change == 0.0
+    assert np.all(estimate.field.data == 1.0)
+    assert max(estimate.selection.cv_gain.values()) < MIN_CV_IMPROVEMENT
+
+
+def test_a_field_is_chosen_where_there_is_one(strong_field_session: SimulatedSession, sodium: Volume) -> None:
+    _, estimate = _estimate(sodium, psf_scaled_truth(strong_field_session, sodium))
+    assert estimate.selection.applied and not estimate.selection.bounded
+    assert estimate.selection.cv_gain[estimate.selection.degree] > 10 * MIN_CV_IMPROVEMENT
+
+
+def test_a_field_that_would_change_every_tissue_too_much_is_not_applied(
+    strong_field_session: SimulatedSession, sodium: Volume
+) -> None:
+    """An extra radial field that halves the signal 15 cm from the brain's centre (the vials read
+    ~0.7 of the brain): well supported by the data, but its effect on every tissue exceeds the
+    bound, so a lower degree is applied and the selection says it was bounded."""
+    points = _points_lps(sodium)
+    fractions = psf_scaled_truth(strong_field_session, sodium)
+    intracranial = sum(np.asarray(v.data, dtype=np.float64) for v in fractions.values())
+    centre = points[np.asarray(intracranial) > 0.5].mean(axis=0)
+    radial = np.exp(-np.log(2.0) * (np.sum((points - centre) ** 2, axis=-1) / 150.0**2))
+    domed = sodium.with_data(sodium.data * radial, scaling=sodium.scaling, unit=sodium.unit)
+    _, estimate = _estimate(domed, fractions)
+    assert estimate.selection.supported_degree == 2
+    assert estimate.selection.bounded
+    assert abs(estimate.selection.gain_change) <= MAX_GAIN_CHANGE
+
+
+def _points_lps(volume: Volume) -> np.ndarray:
+    i, j, k = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in volume.shape), indexing="ij")
+    affine = volume.affine_lps
+    return np.stack([i, j, k], axis=-1) @ affine[:3, :3].T + affine[:3, 3]
