@@ -442,7 +442,13 @@ def _write_results(
         quality=quality,
         files=files,
     )
-    write_provenance(analysis.series, settings, out_dir / files["provenance"], step_seconds=timer.seconds)
+    write_provenance(
+        analysis.series,
+        settings,
+        out_dir / files["provenance"],
+        step_seconds=timer.seconds,
+        segmentation=analysis.maps.external,
+    )
     write_measurements(measurements, out_dir)
     return measurements
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pydicom
 
+from processing.segmentation.external_formats import ExternalInputs
 from processing.session_series import SessionSeries
 from processing.settings import ProcessingSettings
 from sodium_node import __version__
@@ -57,8 +58,13 @@ def _version(package: str) -> str:
 
 
 def provenance_document(
-    series: SessionSeries, settings: ProcessingSettings, *, step_seconds: dict[str, float]
+    series: SessionSeries,
+    settings: ProcessingSettings,
+    *,
+    step_seconds: dict[str, float],
+    segmentation: ExternalInputs | None = None,
 ) -> dict[str, Any]:
+    """The provenance record; ``segmentation`` is what external tissue maps were read from."""
     nifti_inputs = {
         name: {"file": str(path), "sha256": sha256_of(path)}
         for name, path in (
@@ -67,9 +73,6 @@ def provenance_document(
         )
         if path is not None
     }
-    if series.segmentation_folder is not None:
-        for path in sorted(series.segmentation_folder.glob("*.nii.gz")):
-            nifti_inputs[f"segmentation/{path.name}"] = {"file": str(path), "sha256": sha256_of(path)}
     return {
         "schema_version": PROVENANCE_SCHEMA_VERSION,
         "pipeline_version": __version__,
@@ -79,6 +82,12 @@ def provenance_document(
             if paths
         },
         "nifti_inputs": nifti_inputs,
+        "external_segmentation": None
+        if segmentation is None
+        else {
+            "format": segmentation.format.value,
+            "files": [{"file": str(item.path), "sha256": item.sha256} for item in segmentation.files],
+        },
         "packages": {"python": platform.python_version(), **{name: _version(name) for name in PACKAGES}},
         "settings": _plain(dataclasses.asdict(settings)),
         "step_seconds": step_seconds,
@@ -86,11 +95,15 @@ def provenance_document(
 
 
 def write_provenance(
-    series: SessionSeries, settings: ProcessingSettings, path: Path, *, step_seconds: dict[str, float]
+    series: SessionSeries,
+    settings: ProcessingSettings,
+    path: Path,
+    *,
+    step_seconds: dict[str, float],
+    segmentation: ExternalInputs | None = None,
 ) -> Path:
+    document = provenance_document(series, settings, step_seconds=step_seconds, segmentation=segmentation)
     temporary = path.with_suffix(".json.part")
-    temporary.write_text(
-        json.dumps(provenance_document(series, settings, step_seconds=step_seconds), indent=2) + "\n"
-    )
+    temporary.write_text(json.dumps(document, indent=2) + "\n")
     temporary.replace(path)
     return path

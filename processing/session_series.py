@@ -19,8 +19,8 @@ class SessionSeries:
     lesion_mask_nifti: Path | None = None
     """Alternatively, a T2-lesion mask as NIfTI on the 3D-T1 grid."""
     segmentation_folder: Path | None = None
-    """External tissue maps already computed (``gm``, ``wm``, ``csf`` and optionally ``dgm``
-    ``.nii.gz`` on the 3D-T1 grid); used when segmentation is external and no command is set."""
+    """External tissue maps already computed, in a format ``segmentation.external_formats``
+    recognises; used when segmentation is external (before any command)."""
     receive_field_nifti: Path | None = None
     """Relative receive sensitivity on the sodium grid, for ``receive_field_correction``."""
 

@@ -106,7 +106,8 @@ class ReceiveFieldCorrection(enum.Enum):
 
 
 class SegmentationMethod(enum.Enum):
-    """Tissue segmentation of the 3D T1: built in, or an external command."""
+    """Tissue segmentation of the 3D T1: built in, or external maps (sent with the session or made
+    by ``segmentation_command``)."""
 
     BUILTIN = "builtin"
     EXTERNAL = "external"
@@ -449,14 +450,11 @@ class ProcessingConfig(Section):
 
     @field_validator("segmentation_command")
     @classmethod
-    def _command_for_external(
-        cls, value: tuple[str, ...] | None, info: ValidationInfo
-    ) -> tuple[str, ...] | None:
-        if info.data.get("segmentation") is SegmentationMethod.EXTERNAL and not value:
-            got = "nothing" if value is None else "[]"
-            raise KeyedValueError(
-                f'expected a command (array of strings) when segmentation is "external", got {got}'
-            )
+    def _command_not_empty(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        """Optional even when segmentation is "external": maps may come with each session (the
+        pipeline stops a session that has neither maps nor a command to make them)."""
+        if value is not None and not value:
+            raise KeyedValueError("expected a command (a non-empty array of strings) or no key, got []")
         return value
 
 

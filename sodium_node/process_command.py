@@ -108,8 +108,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--config", help="config file (default: the node's config.toml)")
     parser.add_argument(
         "--segmentation-dir",
-        help="external tissue maps (gm, wm, csf [, dgm] .nii.gz on the 3D-T1 grid); "
-        "needs segmentation = external",
+        help="the site's segmentation of the 3D T1: gm/wm/csf[/dgm].nii.gz, or FreeSurfer/FastSurfer, "
+        "SynthSeg, FSL FAST, SPM12 or CAT12 output (docs/processing.md); needs segmentation = external",
     )
     parser.add_argument(
         "--lesion-mask", help="T2-lesion mask (NIfTI on the 3D-T1 grid) when no DICOM SEG is sent"

@@ -459,10 +459,10 @@ BAD_CONFIGS = [
         id="erosion below 2",
     ),
     pytest.param(
-        set_key("processing", "segmentation", value="external"),
+        set_key("processing", "segmentation_command", value=[]),
         "processing.segmentation_command",
-        'when segmentation is "external"',
-        id="external segmentation without command",
+        "expected a command (a non-empty array of strings) or no key, got []",
+        id="empty segmentation command",
     ),
     pytest.param(
         set_key("processing", "receive_field_correction", value=True),

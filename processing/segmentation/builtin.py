@@ -26,7 +26,8 @@ scipy, the MNI152 maps inside nilearn), needs no trained model, and gives partia
    the unmixing calls a share of every nucleus "white", and counting only its grey share gave half
    the deep grey volume and its TSC pulled towards the white matter's. The regions are sized to
    the nuclei and stop short of the internal capsule (``mni_priors``). The rest of the grey matter
-   is cortical (and cerebellar) grey matter.
+   is cortical (and cerebellar) grey matter. (``atlas_deep_grey.split_deep_grey``, also used for
+   external maps without a deep-grey class.)
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import logging
 import numpy as np
 from scipy import ndimage
 
+from processing.segmentation.atlas_deep_grey import split_deep_grey
 from processing.segmentation.mni_priors import load_mni_priors
 from processing.segmentation.prior_registration import as_array, register_priors
 from processing.segmentation.pve_levels import pure_tissue_levels
@@ -166,10 +168,7 @@ def segment_builtin(
             float(outer.sum()) * float(np.prod(t1.voxel_size_mm)) / 1000.0,
         )
         csf = csf + outer
-    region = np.clip(as_array(priors.deep_grey_region), 0.0, 1.0)
-    deep = region * (grey + white)
-    grey = grey + region * white
-    white = white * (1.0 - region)
+    grey, deep, white = split_deep_grey(grey, white, as_array(priors.deep_grey_region))
 
     def volume(data: np.ndarray) -> Volume:
         return t1.with_data(data, scaling=Scaling.DERIVED, unit="fraction").with_space("t1")

@@ -20,6 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from processing.measurements import BrainVolumes
+from processing.segmentation.external_formats import ExternalInputs
 from processing.volume import Scaling, Volume
 from sodium_node.errors import SegmentationError
 
@@ -40,6 +41,8 @@ class TissueMaps:
     csf: Volume
     source: str
     """``builtin`` or ``external:<where>``, recorded in measurements.json."""
+    external: ExternalInputs | None = None
+    """For external maps: their format and files (with sha256), recorded in provenance.json."""
 
 
 def _fraction(like: Volume, data: np.ndarray) -> Volume:
