@@ -18,11 +18,12 @@ from scipy import ndimage
 
 from simulator.atrophy import apply_atrophy, draw_targets
 from simulator.deep_grey import deep_grey_region
+from simulator.eyes import Eye, place_eyes
 from simulator.geometry import VolumeGrid
 from simulator.lesions import LesionSet, place_lesions
 from simulator.population import LESION_LOAD, Group, draw_lesion_volume_ml
 from simulator.templates import load_mni_templates
-from simulator.tissues import Tissue
+from simulator.tissues import BRAIN_TISSUES, Tissue
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -62,6 +63,7 @@ class Anatomy:
     lesions: LesionSet
     warp_rms_mm: float
     global_scale: float
+    eyes: tuple[Eye, ...] = ()
 
     def volume_ml(self, tissue: Tissue) -> float:
         voxel_ml = float(np.prod(self.grid.spacing_ijk_mm)) / 1000.0
@@ -145,8 +147,11 @@ def _warp(array_kji: Float32Array, grid: VolumeGrid, transform: sitk.Transform) 
     return sitk.GetArrayFromImage(warped)
 
 
-def simulate_anatomy(rng: np.random.Generator, group: Group) -> Anatomy:
-    """One subject: warped template tissues, deep grey nuclei, and lesions for ``group``."""
+def simulate_anatomy(
+    rng: np.random.Generator, group: Group, *, eye_rng: np.random.Generator | None = None
+) -> Anatomy:
+    """One subject: warped template tissues, deep grey nuclei, and lesions for ``group``; with
+    ``eye_rng``, the two eyes too (:mod:`simulator.eyes`)."""
     base = base_maps()
     grid = base.grid
     transform, warp_rms_mm, global_scale = random_warp(rng, grid)
@@ -184,9 +189,29 @@ def simulate_anatomy(rng: np.random.Generator, group: Group) -> Anatomy:
         Tissue.SCALP: _warp(base.scalp, grid, transform),
     }
     _normalise(fractions)
+    eyes = _add_eyes(eye_rng, grid, fractions) if eye_rng is not None else ()
     return Anatomy(
-        grid=grid, fractions=fractions, lesions=lesions, warp_rms_mm=warp_rms_mm, global_scale=global_scale
+        grid=grid,
+        fractions=fractions,
+        lesions=lesions,
+        warp_rms_mm=warp_rms_mm,
+        global_scale=global_scale,
+        eyes=eyes,
     )
+
+
+def _add_eyes(
+    rng: np.random.Generator, grid: VolumeGrid, fractions: dict[Tissue, Float32Array]
+) -> tuple[Eye, ...]:
+    """Place the globes from the subject's brain; they replace whatever (skull, scalp) was there."""
+    brain = np.sum(np.stack([fractions[t] for t in BRAIN_TISSUES]), axis=0)
+    eyes = place_eyes(rng, grid=grid, brain=brain, intracranial=brain + fractions[Tissue.CSF])
+    globe = eyes.vitreous + eyes.lens
+    for tissue in fractions:
+        fractions[tissue] *= 1.0 - globe
+    fractions[Tissue.VITREOUS] = eyes.vitreous
+    fractions[Tissue.LENS] = eyes.lens
+    return eyes.eyes
 
 
 def _normalise(fractions: dict[Tissue, Float32Array]) -> None:
