@@ -435,6 +435,8 @@ def _ground_truth(
             "sodium_noise_sigma": sodium.noise_sigma,
             "warp_rms_mm": anatomy.warp_rms_mm,
             "global_scale": anatomy.global_scale,
+            "axis_scales_lps": list(anatomy.axis_scales),
+            "atrophy": anatomy.atrophy,
         },
         "patient": {"name": patient.name, "id": patient.patient_id, "issuer": patient.issuer_of_patient_id},
         "tissues": tissues,
@@ -461,6 +463,7 @@ def _ground_truth(
             "bpf": brain_ml / tiv_ml,
             "gmf": grey_ml / tiv_ml,
             "wmf": white_ml / tiv_ml,
+            "ventricles_subject_ml": anatomy.ventricles_ml,
         },
         "phantoms": [
             {
