@@ -144,14 +144,29 @@ def acquire_proton_series(
     return volumes
 
 
-def store_echoes(rng: np.random.Generator, volumes: list[AcquiredVolume]) -> tuple[EchoImage, ...]:
-    """Quantise each echo to 12-bit stored values with its own Philips scaling (per-echo, as Philips)."""
+def store_echoes(
+    rng: np.random.Generator, volumes: list[AcquiredVolume], *, scale_intercept: int = 0
+) -> tuple[EchoImage, ...]:
+    """Quantise each echo to 12-bit stored values with its own Philips scaling (per-echo, as Philips).
+
+    With a ``scale_intercept`` SI (stored units), SV = FP x SS + SI and RescaleIntercept RI = -SI x RS,
+    so that FP = (SV x RS + RI) / (RS x SS). RS is then rounded to 4 decimals so that RI, written
+    with 8 significant digits, is exact and -RI / RS gives SI back to float precision.
+    """
     echoes = []
     for echo_number, volume in enumerate(volumes, start=1):
         peak = float(np.percentile(volume.noisy, 99.99)) or 1.0
-        scale_slope = MAX_STORED_VALUE / (peak * 1.05)
+        scale_slope = (MAX_STORED_VALUE - scale_intercept) / (peak * 1.05)
         rescale_slope = float(rng.uniform(1.0, 6.0))
-        scaling = PhilipsScaling(rescale_slope=rescale_slope, rescale_intercept=0.0, scale_slope=scale_slope)
-        stored = np.clip(np.rint(volume.noisy * scale_slope), 0, 2**12 - 1).astype(np.uint16)
+        if scale_intercept:
+            rescale_slope = round(rescale_slope, 4)
+        scaling = PhilipsScaling(
+            rescale_slope=rescale_slope,
+            rescale_intercept=-float(scale_intercept) * rescale_slope if scale_intercept else 0.0,
+            scale_slope=scale_slope,
+        )
+        stored = np.clip(np.rint(volume.noisy * scale_slope + scale_intercept), 0, 2**12 - 1).astype(
+            np.uint16
+        )
         echoes.append(EchoImage(echo_number, volume.echo_time_ms, stored, scaling))
     return tuple(echoes)

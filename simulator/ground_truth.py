@@ -15,7 +15,7 @@ from simulator.acquire import resample_to_grid
 from simulator.anatomy import Anatomy
 from simulator.geometry import VolumeGrid
 from simulator.pose import HeadPose
-from simulator.tissues import INTRACRANIAL_TISSUES, Tissue
+from simulator.tissues import EYE_TISSUES, INTRACRANIAL_TISSUES, Tissue
 
 GROUND_TRUTH_SCHEMA_VERSION = 1
 LABELS = {"background": 0, "cgm": 1, "dgm": 2, "nawm": 3, "lesion_t1_iso": 4, "lesion_t1_hypo": 5, "csf": 6}
@@ -89,4 +89,9 @@ def write_t1_space_truth(
             hypointense = fraction >= 0.5
     labels[total < 0.5] = LABELS["background"]
     write_nifti(labels, t1_grid, folder / "labels.nii.gz")
+    for tissue in (t for t in EYE_TISSUES if t in anatomy.fractions):
+        # Outside the label map (which stays intracranial), but with their own maps and volumes.
+        fraction = resample_to_grid(anatomy.fractions[tissue], anatomy, pose, t1_grid, blur=False)
+        write_nifti(fraction, t1_grid, folder / f"prob_{tissue.value}.nii.gz", probability=True)
+        volumes[tissue] = float(fraction.sum(dtype=np.float64)) * voxel_ml
     return T1SpaceTruth(volumes, lesion >= 0.5, hypointense)

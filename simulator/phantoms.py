@@ -1,4 +1,10 @@
-"""The two agar calibration vials that sit in the sodium coil beside the head."""
+"""The two agar calibration vials that sit in the sodium coil beside the head.
+
+``default_vials`` is the coil's predefined set-up (two upright 10 x 60 mm vials either side of the
+forehead, the lower concentration on the patient's right). ``draw_vials`` is what sites actually
+do: vials of other sizes, tilted, at the forehead, the temples or behind the head, the higher
+concentration on either side; see :func:`draw_vials`.
+"""
 
 from __future__ import annotations
 
@@ -19,21 +25,35 @@ AGAR_T2_MS = 60.0
 
 @dataclass(frozen=True)
 class Vial:
-    """An upright cylinder of agar (axis along the scanner's S direction), fixed to the coil."""
+    """A cylinder of agar fixed to the coil; its axis is a unit vector in scanner LPS (upright: S)."""
 
     concentration_mM: float
     centre_lps_mm: tuple[float, float, float]
     radius_mm: float = VIAL_RADIUS_MM
     length_mm: float = VIAL_LENGTH_MM
+    axis_lps: tuple[float, float, float] = (0.0, 0.0, 1.0)
+
+    @property
+    def volume_ml(self) -> float:
+        return float(np.pi * self.radius_mm**2 * self.length_mm) / 1000.0
 
     def fraction_at(self, points_lps_mm: FloatArray) -> Float32Array:
         """Fraction of agar at points ``[..., 3]`` (1 mm linear edge, like partial volume)."""
         offset = points_lps_mm - np.asarray(self.centre_lps_mm)
-        radial = np.sqrt(offset[..., 0] ** 2 + offset[..., 1] ** 2)
+        axis = np.asarray(self.axis_lps, dtype=np.float64)
+        axial = offset @ axis
+        radial = np.sqrt(np.maximum(np.sum(offset**2, axis=-1) - axial**2, 0.0))
         inside_radius = np.clip(self.radius_mm - radial + 0.5, 0.0, 1.0)
-        inside_length = np.clip(self.length_mm / 2.0 - np.abs(offset[..., 2]) + 0.5, 0.0, 1.0)
+        inside_length = np.clip(self.length_mm / 2.0 - np.abs(axial) + 0.5, 0.0, 1.0)
         fraction: Float32Array = (inside_radius * inside_length).astype(np.float32)
         return fraction
+
+    def half_extent_mm(self) -> FloatArray:
+        """Half the size of the vial's bounding box along L, P and S."""
+        axis = np.abs(np.asarray(self.axis_lps, dtype=np.float64))
+        return np.asarray(
+            self.length_mm / 2.0 * axis + self.radius_mm * np.sqrt(np.maximum(1.0 - axis**2, 0.0))
+        )
 
 
 def default_vials(concentrations_mM: tuple[float, float] = (40.0, 80.0)) -> tuple[Vial, Vial]:
@@ -50,7 +70,7 @@ def vial_fraction_on_grid(
 ) -> Float32Array:
     """Agar fraction at every voxel centre of a grid (``[k, j, i]``), evaluated only near the vial."""
     fraction = np.zeros(shape_kji, dtype=np.float32)
-    half = np.array([vial.radius_mm + 2.0, vial.radius_mm + 2.0, vial.length_mm / 2.0 + 2.0])
+    half = vial.half_extent_mm() + 2.0
     corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]) * half
     corners_lps = corners + np.asarray(vial.centre_lps_mm)
     inverse = np.linalg.inv(affine_lps)

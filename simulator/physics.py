@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 
 import numpy as np
@@ -59,24 +60,81 @@ def tissue_signals_se(*, repetition_time_ms: float, echo_time_ms: float) -> dict
     }
 
 
+class ReceiveFieldShape(enum.Enum):
+    """How log(receive field) varies with position."""
+
+    QUADRATIC = "quadratic"
+    """A random quadratic polynomial: the model the node itself fits."""
+    GAUSSIANS = "gaussians"
+    """A sum of three broad Gaussian bumps and dips (widths 60-160 mm) at random places."""
+    COIL = "coil"
+    """Eight receive loops on a 140 mm cylinder around the head, each with the on-axis fall-off of
+    a loop (1 + (d / a)^2)^-1.5 and its own gain: brighter near the elements, not a polynomial."""
+
+
+def _quadratic_exponent(
+    rng: np.random.Generator, scaled: npt.NDArray[np.floating]
+) -> npt.NDArray[np.floating]:
+    linear = rng.normal(0.0, 1.0, size=3).astype(np.float32)
+    quadratic = rng.normal(0.0, 0.5, size=(3, 3)).astype(np.float32)
+    quadratic = (quadratic + quadratic.T) / 2.0
+    exponent: npt.NDArray[np.floating] = scaled @ linear + np.einsum(
+        "...a,ab,...b->...", scaled, quadratic, scaled
+    )
+    return exponent
+
+
+def _gaussians_exponent(
+    rng: np.random.Generator, points: npt.NDArray[np.floating]
+) -> npt.NDArray[np.floating]:
+    exponent = np.zeros(points.shape[:-1], dtype=np.float32)
+    for _ in range(3):
+        centre = rng.uniform(-100.0, 100.0, size=3).astype(np.float32)
+        width = np.float32(rng.uniform(60.0, 160.0))
+        weight = np.float32(rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.0))
+        squared = np.sum((points - centre) ** 2, axis=-1) / (2.0 * width * width)
+        exponent += weight * np.exp(-squared).astype(np.float32)
+    return exponent
+
+
+def _coil_exponent(rng: np.random.Generator, points: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:
+    sensitivity = np.zeros(points.shape[:-1], dtype=np.float32)
+    loop_radius = np.float32(50.0)
+    start = rng.uniform(0.0, 2.0 * np.pi)
+    for element in range(8):
+        angle = start + element * np.pi / 4.0
+        height = (element % 2 - 0.5) * 60.0 + rng.normal(0.0, 10.0)
+        position = np.array([140.0 * np.sin(angle), 140.0 * np.cos(angle), height], dtype=np.float32)
+        distance2 = np.sum((points - position) ** 2, axis=-1)
+        gain = np.float32(rng.uniform(0.7, 1.3))
+        sensitivity += gain * (1.0 + distance2 / (loop_radius * loop_radius)) ** np.float32(-1.5)
+    exponent: npt.NDArray[np.floating] = np.log(sensitivity)
+    return exponent
+
+
 def smooth_receive_field(
     rng: np.random.Generator,
     points_lps_mm: npt.NDArray[np.floating],
     *,
     amplitude: float,
     length_mm: float = 120.0,
+    shape: ReceiveFieldShape = ReceiveFieldShape.QUADRATIC,
 ) -> Float32Array:
-    """A smooth multiplicative coil sensitivity: exp of a random quadratic, scaled to +-amplitude.
+    """A smooth multiplicative coil sensitivity, scaled to +-amplitude (99th percentile).
 
     ``points_lps_mm`` is ``[..., 3]`` in scanner coordinates (the field is fixed to the coil).
+    An amplitude of 0 (or below) gives exactly 1.0 everywhere and draws nothing from ``rng``.
     """
     if amplitude <= 0.0:
         return np.ones(points_lps_mm.shape[:-1], dtype=np.float32)
-    scaled = points_lps_mm / np.float32(length_mm)
-    linear = rng.normal(0.0, 1.0, size=3).astype(np.float32)
-    quadratic = rng.normal(0.0, 0.5, size=(3, 3)).astype(np.float32)
-    quadratic = (quadratic + quadratic.T) / 2.0
-    exponent = scaled @ linear + np.einsum("...a,ab,...b->...", scaled, quadratic, scaled)
+    if shape is ReceiveFieldShape.QUADRATIC:
+        exponent = _quadratic_exponent(rng, points_lps_mm / np.float32(length_mm))
+    elif shape is ReceiveFieldShape.GAUSSIANS:
+        exponent = _gaussians_exponent(rng, points_lps_mm)
+        exponent = exponent - np.float32(np.median(exponent))
+    else:
+        exponent = _coil_exponent(rng, points_lps_mm)
+        exponent = exponent - np.float32(np.median(exponent))
     spread = float(np.percentile(np.abs(exponent), 99.0)) or 1.0
     field: Float32Array = np.exp(exponent / spread * np.log1p(amplitude)).astype(np.float32)
     return field

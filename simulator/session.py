@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from simulator.anatomy import Anatomy, simulate_anatomy
 from simulator.dicom_classic import write_classic_series
 from simulator.dicom_common import derived_uid
 from simulator.dicom_enhanced import write_enhanced_series
+from simulator.eyes import draw_eye_tsc
 from simulator.geometry import VolumeGrid
 from simulator.ground_truth import (
     GROUND_TRUTH_SCHEMA_VERSION,
@@ -29,13 +31,15 @@ from simulator.ground_truth import (
     write_t1_space_truth,
 )
 from simulator.lesion_seg import write_lesion_seg
-from simulator.phantoms import Vial, default_vials
+from simulator.phantoms import default_vials
+from simulator.physics import ReceiveFieldShape
 from simulator.population import Group, draw_tissue_tsc
 from simulator.pose import HeadPose, draw_pose
 from simulator.protocol import PROTOCOL, SODIUM_3D, T1_3D, ExamKind, SeriesProtocol
 from simulator.series import Exam, Patient, ScannedSeries
 from simulator.sodium import SodiumAcquisition, acquire_sodium
-from simulator.tissues import BRAIN_TISSUES, INTRACRANIAL_TISSUES, LESION_TISSUES, Tissue
+from simulator.tissues import BRAIN_TISSUES, EYE_TISSUES, INTRACRANIAL_TISSUES, LESION_TISSUES, Tissue
+from simulator.vial_placement import PlacedVial, draw_vials
 from sodium_node.errors import SimulationError
 
 log = logging.getLogger(__name__)
@@ -44,20 +48,49 @@ SESSION_DATE = dt.date(2026, 3, 2)
 HEAD_EXAM_START = dt.time(9, 0)
 SODIUM_EXAM_DELAY = dt.timedelta(minutes=35)
 LESION_SEG_SERIES_NUMBER = 1301
+RECEIVE_FIELD_AMPLITUDES = (0.0, 0.05, 0.10, 0.20)
+"""Sodium receive field amplitudes drawn per subject, each a quarter of subjects (0: exactly flat)."""
+PSF_FWHM_FACTOR_RANGE = (1.3, 2.0)
+"""Sodium PSF FWHM / voxel size, drawn uniformly per subject."""
+SCALE_INTERCEPT_RANGE = (200, 600)
+"""Philips private scale intercept SI of the sodium series (stored units), drawn per subject."""
+
+
+class VialLayout(enum.Enum):
+    DRAWN = "drawn"
+    """Size, tilt, site and sides drawn per subject (:mod:`simulator.vial_placement`)."""
+    DEFAULT = "default"
+    """The coil's predefined set-up (:func:`simulator.phantoms.default_vials`), as before."""
 
 
 @dataclass(frozen=True)
 class SimulationOptions:
+    """What to simulate. ``None`` means "drawn per seed"; a value forces it."""
+
     seed: int
     group: Group
     enhanced: bool = False
-    psf_fwhm_factor: float = 1.6
+    psf_fwhm_factor: float | None = None
     snr: float = 8.0
-    sodium_receive_field_amplitude: float = SODIUM_3D.receive_field_amplitude
+    sodium_receive_field_amplitude: float | None = None
+    """Relative amplitude of the sodium receive field; 0 gives exactly 1.0 everywhere."""
+    receive_field_shape: ReceiveFieldShape | None = None
     phantom_concentrations_mM: tuple[float, float] = (40.0, 80.0)
+    vial_layout: VialLayout = VialLayout.DRAWN
+    eyes: bool = True
     new_study_for_sodium: bool | None = None
     """Whether the coil change starts a new study; ``None`` lets the seed decide."""
     progress: bool = False
+
+
+@dataclass(frozen=True)
+class SodiumSettings:
+    """The per-subject sodium acquisition settings, drawn or forced."""
+
+    psf_fwhm_factor: float
+    receive_field_amplitude: float
+    receive_field_shape: ReceiveFieldShape
+    scale_intercept: int
 
 
 @dataclass(frozen=True)
@@ -71,7 +104,21 @@ class SimulatedSession:
 
 def _rngs(seed: int) -> dict[str, np.random.Generator]:
     """Independent streams, so changing one part of the simulation leaves the others as they were."""
-    names = ("anatomy", "tissue", "pose", "study", "planning", "noise", "scaling")
+    names = (
+        "anatomy",
+        "tissue",
+        "pose",
+        "study",
+        "planning",
+        "noise",
+        "scaling",
+        # Added later; spawned children keep their index, so the streams above are unchanged.
+        "eyes",
+        "vials",
+        "receive_field",
+        "psf",
+        "intercept",
+    )
     children = np.random.SeedSequence(seed).spawn(len(names))
     return {name: np.random.default_rng(child) for name, child in zip(names, children, strict=True)}
 
@@ -81,6 +128,42 @@ def _head_centre(anatomy: Anatomy) -> tuple[float, float, float]:
     k, j, i = np.nonzero(np.asarray(intracranial) > 0.5)
     centre = anatomy.grid.affine_lps() @ np.array([i.mean(), j.mean(), k.mean(), 1.0])
     return float(centre[0]), float(centre[1]), float(centre[2])
+
+
+def _sodium_settings(options: SimulationOptions, rngs: dict[str, np.random.Generator]) -> SodiumSettings:
+    """Draw every setting (always, so a forced one leaves the other draws as they were), then force."""
+    amplitude = float(rngs["receive_field"].choice(RECEIVE_FIELD_AMPLITUDES))
+    shapes = list(ReceiveFieldShape)
+    shape = shapes[int(rngs["receive_field"].integers(len(shapes)))]
+    psf = float(rngs["psf"].uniform(*PSF_FWHM_FACTOR_RANGE))
+    intercept = int(rngs["intercept"].integers(SCALE_INTERCEPT_RANGE[0], SCALE_INTERCEPT_RANGE[1] + 1))
+    return SodiumSettings(
+        psf_fwhm_factor=psf if options.psf_fwhm_factor is None else options.psf_fwhm_factor,
+        receive_field_amplitude=(
+            amplitude
+            if options.sodium_receive_field_amplitude is None
+            else options.sodium_receive_field_amplitude
+        ),
+        receive_field_shape=shape if options.receive_field_shape is None else options.receive_field_shape,
+        scale_intercept=intercept,
+    )
+
+
+def _vials(
+    options: SimulationOptions, rng: np.random.Generator, anatomy: Anatomy, pose: HeadPose
+) -> tuple[PlacedVial, ...]:
+    if options.vial_layout is VialLayout.DEFAULT:
+        return tuple(
+            PlacedVial(vial, "right" if vial.centre_lps_mm[0] < 0 else "left", None, None)
+            for vial in default_vials(options.phantom_concentrations_mM)
+        )
+    return draw_vials(
+        rng,
+        anatomy=anatomy,
+        pose=pose,
+        concentrations_mM=options.phantom_concentrations_mM,
+        fov_mm=SODIUM_3D.fov_mm,
+    )
 
 
 def _patient(options: SimulationOptions) -> Patient:
@@ -142,20 +225,30 @@ def simulate_session(out_dir: Path, options: SimulationOptions) -> SimulatedSess
     """Simulate and write one session into ``out_dir`` (which must be empty or not exist)."""
     if out_dir.exists() and any(out_dir.iterdir()):
         raise SimulationError(f"{out_dir}: output folder is not empty; choose a new folder")
-    if options.psf_fwhm_factor <= 0 or options.snr <= 0:
+    if (options.psf_fwhm_factor is not None and options.psf_fwhm_factor <= 0) or options.snr <= 0:
         raise SimulationError(
             f"psf_fwhm_factor and snr must be positive (got {options.psf_fwhm_factor}, {options.snr})"
         )
+    if (
+        options.sodium_receive_field_amplitude is not None
+        and not 0.0 <= options.sodium_receive_field_amplitude < 1.0
+    ):
+        raise SimulationError(
+            f"sodium receive field amplitude must be in [0, 1) (got {options.sodium_receive_field_amplitude})"
+        )
     rngs = _rngs(options.seed)
     steps = tqdm(total=len(PROTOCOL) + 3, desc="simulate", unit="step", disable=not options.progress)
-    anatomy = simulate_anatomy(rngs["anatomy"], options.group)
+    anatomy = simulate_anatomy(rngs["anatomy"], options.group, eye_rng=rngs["eyes"] if options.eyes else None)
     brain_tsc = draw_tissue_tsc(rngs["tissue"], options.group)
+    eye_tsc = draw_eye_tsc(rngs["eyes"]) if options.eyes else {}
+    settings = _sodium_settings(options, rngs)
     centre = _head_centre(anatomy)
     poses = {
         ExamKind.HEAD_COIL: draw_pose(rngs["pose"], centre),
         ExamKind.SODIUM: draw_pose(rngs["pose"], centre),
     }
-    vials = default_vials(options.phantom_concentrations_mM)
+    placed_vials = _vials(options, rngs["vials"], anatomy, poses[ExamKind.SODIUM])
+    vials = tuple(p.vial for p in placed_vials)
     patient = _patient(options)
     exams = _exams(options, rngs["study"])
     steps.update()
@@ -173,11 +266,13 @@ def simulate_session(out_dir: Path, options: SimulationOptions) -> SimulatedSess
                 anatomy=anatomy,
                 pose=pose,
                 grid=grid,
-                brain_tsc_mM=brain_tsc,
+                drawn_tsc_mM={**brain_tsc, **eye_tsc},
                 vials=vials,
-                psf_fwhm_factor=options.psf_fwhm_factor,
+                psf_fwhm_factor=settings.psf_fwhm_factor,
                 snr=options.snr,
-                receive_field_amplitude=options.sodium_receive_field_amplitude,
+                receive_field_amplitude=settings.receive_field_amplitude,
+                receive_field_shape=settings.receive_field_shape,
+                field_rng=rngs["receive_field"],
                 signal_per_mM=float(rngs["scaling"].uniform(0.5, 5.0)),
             )
             volumes = [
@@ -194,9 +289,9 @@ def simulate_session(out_dir: Path, options: SimulationOptions) -> SimulatedSess
                 grid=grid,
                 vials=vials if coil_fixed else (),
             )
-        series = _scanned(
-            protocol, exams[protocol.exam], grid, store_echoes(rngs["scaling"], volumes), options
-        )
+        intercept = settings.scale_intercept if protocol is SODIUM_3D else 0
+        echoes = store_echoes(rngs["scaling"], volumes, scale_intercept=intercept)
+        series = _scanned(protocol, exams[protocol.exam], grid, echoes, options)
         series_list.append(series)
         steps.update()
     if sodium is None:
@@ -226,8 +321,10 @@ def simulate_session(out_dir: Path, options: SimulationOptions) -> SimulatedSess
         options=options,
         anatomy=anatomy,
         brain_tsc=brain_tsc,
+        eye_tsc=eye_tsc,
+        settings=settings,
         poses=poses,
-        vials=vials,
+        vials=placed_vials,
         patient=patient,
         series_list=series_list,
         sodium=sodium,
@@ -267,8 +364,10 @@ def _ground_truth(
     options: SimulationOptions,
     anatomy: Anatomy,
     brain_tsc: dict[Tissue, float],
+    eye_tsc: dict[Tissue, float],
+    settings: SodiumSettings,
     poses: dict[ExamKind, HeadPose],
-    vials: tuple[Vial, ...],
+    vials: tuple[PlacedVial, ...],
     patient: Patient,
     series_list: list[ScannedSeries],
     sodium: SodiumAcquisition,
@@ -278,13 +377,17 @@ def _ground_truth(
 ) -> dict[str, Any]:
     truth_dir = out_dir / "ground_truth"
     sodium_grid = next(s.grid for s in series_list if s.key == SODIUM_3D.key)
-    tsc_all = {**brain_tsc, Tissue.CSF: 140.0}
+    tsc_all = {**brain_tsc, Tissue.CSF: 140.0, **eye_tsc}
 
     write_nifti(sodium.tsc_psf_mM, sodium_grid, truth_dir / "sodium_space" / "tsc_psf_mM.nii.gz")
     write_nifti(
         sodium.noise_free_signal, sodium_grid, truth_dir / "sodium_space" / "signal_noise_free.nii.gz"
     )
     write_nifti(sodium.receive_field, sodium_grid, truth_dir / "sodium_space" / "receive_field.nii.gz")
+    for index, fraction in enumerate(sodium.vial_fractions):
+        write_nifti(
+            fraction, sodium_grid, truth_dir / "sodium_space" / f"prob_vial_{index}.nii.gz", probability=True
+        )
     for tissue, fraction in sodium.tissue_fractions.items():
         write_nifti(
             fraction,
@@ -294,7 +397,7 @@ def _ground_truth(
         )
 
     tissues: dict[str, Any] = {}
-    for tissue in INTRACRANIAL_TISSUES:
+    for tissue in (*INTRACRANIAL_TISSUES, *(t for t in EYE_TISSUES if t in eye_tsc)):
         t1_volume_ml = t1_truth.volumes_ml[tissue]
         tissues[tissue.value] = {
             "tsc_true_mM": tsc_all[tissue],
@@ -321,14 +424,19 @@ def _ground_truth(
         "group": options.group.value,
         "parameters": {
             "enhanced": options.enhanced,
-            "psf_fwhm_factor": options.psf_fwhm_factor,
+            "psf_fwhm_factor": settings.psf_fwhm_factor,
             "psf_fwhm_mm": sodium.psf_fwhm_mm,
             "snr_in_gm": options.snr,
-            "sodium_receive_field_amplitude": options.sodium_receive_field_amplitude,
+            "sodium_receive_field_amplitude": settings.receive_field_amplitude,
+            "sodium_receive_field_shape": settings.receive_field_shape.value,
+            "sodium_scale_intercept": settings.scale_intercept,
+            "vial_layout": options.vial_layout.value,
             "sodium_signal_per_mM": sodium.signal_per_mM,
             "sodium_noise_sigma": sodium.noise_sigma,
             "warp_rms_mm": anatomy.warp_rms_mm,
             "global_scale": anatomy.global_scale,
+            "axis_scales_lps": list(anatomy.axis_scales),
+            "atrophy": anatomy.atrophy,
         },
         "patient": {"name": patient.name, "id": patient.patient_id, "issuer": patient.issuer_of_patient_id},
         "tissues": tissues,
@@ -355,16 +463,30 @@ def _ground_truth(
             "bpf": brain_ml / tiv_ml,
             "gmf": grey_ml / tiv_ml,
             "wmf": white_ml / tiv_ml,
+            "ventricles_subject_ml": anatomy.ventricles_ml,
         },
         "phantoms": [
             {
-                "concentration_mM": v.concentration_mM,
-                "centre_scanner_lps_mm": v.centre_lps_mm,
-                "radius_mm": v.radius_mm,
-                "length_mm": v.length_mm,
-                "axis_lps": [0.0, 0.0, 1.0],
+                "concentration_mM": p.vial.concentration_mM,
+                "centre_scanner_lps_mm": p.vial.centre_lps_mm,
+                "radius_mm": p.vial.radius_mm,
+                "length_mm": p.vial.length_mm,
+                "axis_lps": list(p.vial.axis_lps),
+                "volume_ml": p.vial.volume_ml,
+                "side": p.side,
+                "site": None if p.site is None else p.site.value,
+                "clearance_from_head_mm": p.clearance_mm,
             }
-            for v in vials
+            for p in vials
+        ],
+        "eyes": [
+            {
+                "side": eye.side,
+                "centre_subject_lps_mm": eye.centre_lps_mm,
+                "radius_mm": eye.radius_mm,
+                "lens_centre_subject_lps_mm": eye.lens_centre_lps_mm,
+            }
+            for eye in anatomy.eyes
         ],
         "exams": {
             kind.value: {
@@ -395,6 +517,7 @@ def _ground_truth(
                         "rescale_slope": e.scaling.rescale_slope,
                         "rescale_intercept": e.scaling.rescale_intercept,
                         "scale_slope": e.scaling.scale_slope,
+                        "scale_intercept": e.scaling.scale_intercept,
                     }
                     for e in s.echoes
                 ],

@@ -13,7 +13,7 @@ from simulator.acquire import FWHM_PER_SIGMA
 from simulator.anatomy import Anatomy, to_sitk
 from simulator.geometry import VolumeGrid
 from simulator.phantoms import Vial, vial_fraction_on_grid
-from simulator.physics import add_rician_noise, smooth_receive_field, weighted_sum
+from simulator.physics import ReceiveFieldShape, add_rician_noise, smooth_receive_field, weighted_sum
 from simulator.pose import HeadPose
 from simulator.tissues import CSF_TSC_MM, SCALP_TSC_MM, SKULL_TSC_MM, Tissue
 
@@ -41,8 +41,9 @@ class SodiumAcquisition:
     psf_fwhm_mm: float
 
 
-def tissue_tsc_mM(brain_tsc_mM: dict[Tissue, float]) -> dict[Tissue, float]:
-    return {**brain_tsc_mM, Tissue.CSF: CSF_TSC_MM, Tissue.SKULL: SKULL_TSC_MM, Tissue.SCALP: SCALP_TSC_MM}
+def tissue_tsc_mM(drawn_tsc_mM: dict[Tissue, float]) -> dict[Tissue, float]:
+    """Every tissue's TSC: the drawn ones (brain, eyes) plus the fixed CSF, skull and scalp values."""
+    return {Tissue.CSF: CSF_TSC_MM, Tissue.SKULL: SKULL_TSC_MM, Tissue.SCALP: SCALP_TSC_MM, **drawn_tsc_mM}
 
 
 def fine_grid(grid: VolumeGrid) -> VolumeGrid:
@@ -102,22 +103,29 @@ def acquire_sodium(
     anatomy: Anatomy,
     pose: HeadPose,
     grid: VolumeGrid,
-    brain_tsc_mM: dict[Tissue, float],
+    drawn_tsc_mM: dict[Tissue, float],
     vials: tuple[Vial, ...],
     psf_fwhm_factor: float,
     snr: float,
     receive_field_amplitude: float,
+    receive_field_shape: ReceiveFieldShape,
+    field_rng: np.random.Generator,
     signal_per_mM: float,
 ) -> SodiumAcquisition:
-    """Sodium density image: (receive field x TSC) convolved with a Gaussian PSF, Rician noise."""
+    """Sodium density image: (receive field x TSC) convolved with a Gaussian PSF, Rician noise.
+
+    ``drawn_tsc_mM`` holds the subject's brain (and eye) TSC; the field's shape comes from ``field_rng``.
+    """
     fine = fine_grid(grid)
-    tsc_subject = weighted_sum(anatomy.fractions, tissue_tsc_mM(brain_tsc_mM))
+    tsc_subject = weighted_sum(anatomy.fractions, tissue_tsc_mM(drawn_tsc_mM))
     tsc_fine = _to_fine(tsc_subject, anatomy, pose, fine)
     vial_fractions_fine = [vial_fraction_on_grid(v, fine.affine_lps(), fine.shape_kji) for v in vials]
     for vial, fraction in zip(vials, vial_fractions_fine, strict=True):
         tsc_fine = tsc_fine * (1.0 - fraction) + fraction * np.float32(vial.concentration_mM)
 
-    field = smooth_receive_field(rng, grid.voxel_centres_lps(), amplitude=receive_field_amplitude)
+    field = smooth_receive_field(
+        field_rng, grid.voxel_centres_lps(), amplitude=receive_field_amplitude, shape=receive_field_shape
+    )
     field_fine = _repeat_to_fine(field)
     psf_fwhm_mm = psf_fwhm_factor * float(max(grid.spacing_ijk_mm))
     tsc_psf = _centres(_blur(tsc_fine, fine, psf_fwhm_mm))

@@ -15,6 +15,8 @@ class Tissue(enum.Enum):
     CSF = "csf"
     SKULL = "skull"
     SCALP = "scalp"
+    VITREOUS = "vitreous"
+    LENS = "lens"
 
 
 BRAIN_TISSUES = (
@@ -26,6 +28,8 @@ BRAIN_TISSUES = (
 )
 LESION_TISSUES = (Tissue.LESION_T1_ISOINTENSE, Tissue.LESION_T1_HYPOINTENSE)
 INTRACRANIAL_TISSUES = (*BRAIN_TISSUES, Tissue.CSF)
+EYE_TISSUES = (Tissue.VITREOUS, Tissue.LENS)
+"""The globes in the orbits: outside the intracranial volume, but in every image."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,9 @@ RELAXATION_3T: dict[Tissue, Relaxation] = {
     Tissue.CSF: Relaxation(1.00, 4000.0, 2000.0),
     Tissue.SKULL: Relaxation(0.08, 400.0, 5.0),
     Tissue.SCALP: Relaxation(0.90, 380.0, 130.0),
+    # Vitreous: nearly pure water, CSF-like (3 T T1 ~3.5-4 s); the lens: ~65 % water, short T2.
+    Tissue.VITREOUS: Relaxation(0.98, 3700.0, 1000.0),
+    Tissue.LENS: Relaxation(0.65, 1100.0, 25.0),
 }
 
 SKULL_TSC_MM = 10.0

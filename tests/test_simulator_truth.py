@@ -79,10 +79,11 @@ def test_coil_change_study_split(simulated_sessions: dict[str, SimulatedSession]
 
 
 def test_sodium_image_shows_both_phantoms_at_their_concentrations(classic_session: SimulatedSession) -> None:
-    """Vial signal / receive field, median over each vial's core: the ratio is 80/40 = 2.
+    """Vial signal / receive field, median over each vial's core (along its own axis): 80/40 = 2.
 
-    Tolerance 5 %: each core holds ~40 voxels at an SNR of ~16 (80 mM) and ~8 (40 mM), so the
-    median's relative error is ~3 % at worst; a vial missing or misplaced gives a ratio far from 2.
+    Tolerance 5 %: each core holds >= 8 voxels (more for the larger vials) at an SNR of ~16 (80 mM)
+    and ~8 (40 mM), its centre > 2 PSF sigmas from the edge (< 3 % blur loss); a vial missing or
+    misplaced gives a ratio far from 2.
     """
     truth = classic_session.ground_truth
     grid = truth["series"]["sodium"]["grid"]
@@ -95,10 +96,11 @@ def test_sodium_image_shows_both_phantoms_at_their_concentrations(classic_sessio
     medians = []
     for vial in truth["phantoms"]:
         offset = points[..., :3] - np.array(vial["centre_scanner_lps_mm"])
-        core = (np.hypot(offset[..., 0], offset[..., 1]) < vial["radius_mm"] - 4.0) & (
-            np.abs(offset[..., 2]) < vial["length_mm"] / 2.0 - 6.0
-        )
-        assert core.sum() >= 20, f"vial {vial['concentration_mM']} mM lies outside the sodium FOV"
+        axis = np.array(vial["axis_lps"])
+        axial = offset @ axis
+        radial = np.linalg.norm(offset - axial[..., None] * axis, axis=-1)
+        core = (radial < max(vial["radius_mm"] - 4.0, 2.5)) & (np.abs(axial) < vial["length_mm"] / 2.0 - 6.0)
+        assert core.sum() >= 8, f"vial {vial['concentration_mM']} mM lies outside the sodium FOV"
         medians.append(float(np.median(signal[core] / field_kji[core])))
     assert medians[1] / medians[0] == pytest.approx(80.0 / 40.0, rel=0.05)
     per_mM = truth["parameters"]["sodium_signal_per_mM"]
