@@ -93,6 +93,20 @@ class SodiumSettings:
     scale_intercept: int
 
 
+def study_acquisition(seed: int, group: Group, **overrides: Any) -> SimulationOptions:
+    """The acquisition the default configuration describes: the coil's predefined vials (40 mM on the
+    right), PSF 1.6 x voxel, a +-10 % quadratic receive field. The demo and the tests that check a
+    method against a known set-up use it; anatomy, eyes and noise are still drawn per seed."""
+    fields: dict[str, Any] = {
+        "vial_layout": VialLayout.DEFAULT,
+        "psf_fwhm_factor": 1.6,
+        "sodium_receive_field_amplitude": 0.10,
+        "receive_field_shape": ReceiveFieldShape.QUADRATIC,
+        **overrides,
+    }
+    return SimulationOptions(seed=seed, group=group, **fields)
+
+
 @dataclass(frozen=True)
 class SimulatedSession:
     folder: Path

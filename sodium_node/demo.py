@@ -34,10 +34,9 @@ from node.service import NodeService
 from processing.measurements import Measurements, read_measurements
 from processing.settings import settings_from_config
 from simulator.pacs import LocalOrthanc, StoredSeries
-from simulator.physics import ReceiveFieldShape
 from simulator.population import Group
 from simulator.report import describe_session
-from simulator.session import SimulatedSession, SimulationOptions, VialLayout, simulate_session
+from simulator.session import SimulatedSession, simulate_session, study_acquisition
 from sodium_node.config import NodeConfig, default_config_path, load_config
 from sodium_node.errors import SodiumNodeError
 
@@ -176,16 +175,8 @@ def run_demo(
         print(f"1. The virtual Philips Achieva scans one {DEMO_GROUP.value} subject (seed {DEMO_SEED}) ...")
         session = simulate_session(
             session_dir,
-            SimulationOptions(
-                seed=DEMO_SEED,
-                group=DEMO_GROUP,
-                progress=True,
-                # The coil's predefined vials and acquisition, which the default config describes.
-                vial_layout=VialLayout.DEFAULT,
-                psf_fwhm_factor=1.6,
-                sodium_receive_field_amplitude=0.10,
-                receive_field_shape=ReceiveFieldShape.QUADRATIC,
-            ),
+            # The coil's predefined vials and acquisition, which the default config describes.
+            study_acquisition(DEMO_SEED, DEMO_GROUP, progress=True),
         )
         print(describe_session(session))
     pacs_port, http_port = free_port(), free_port()

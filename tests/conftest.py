@@ -1,4 +1,7 @@
-"""Shared, session-scoped simulated sessions: each costs ~15 s, so every test module reuses them."""
+"""Shared, session-scoped simulated sessions: each costs ~15 s, so every test module reuses them.
+
+They use the acquisition the default configuration describes (``study_acquisition``): the tests that
+share them check methods against that known set-up; drawn vials, PSFs and fields have their own tests."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from simulator.population import Group
-from simulator.session import SimulatedSession, SimulationOptions, simulate_session
+from simulator.session import SimulatedSession, SimulationOptions, simulate_session, study_acquisition
 
 CLASSIC_SEED = 11
 ENHANCED_SEED = 12
@@ -23,7 +26,7 @@ def classic_session(tmp_path_factory: pytest.TempPathFactory) -> SimulatedSessio
     return _simulate(
         tmp_path_factory,
         "classic",
-        SimulationOptions(seed=CLASSIC_SEED, group=Group.RRMS, new_study_for_sodium=True),
+        study_acquisition(CLASSIC_SEED, Group.RRMS, new_study_for_sodium=True),
     )
 
 
@@ -33,7 +36,7 @@ def enhanced_session(tmp_path_factory: pytest.TempPathFactory) -> SimulatedSessi
     return _simulate(
         tmp_path_factory,
         "enhanced",
-        SimulationOptions(seed=ENHANCED_SEED, group=Group.SPMS, enhanced=True, new_study_for_sodium=False),
+        study_acquisition(ENHANCED_SEED, Group.SPMS, enhanced=True, new_study_for_sodium=False),
     )
 
 

@@ -18,7 +18,7 @@ from node.jobs import JobInstance, JobSeries, JobSession
 from node.processing_runner import RESULTS_FOLDER, ProcessingRunner
 from processing.dicom_series import load_series
 from processing.lesion_masks import read_lesion_seg
-from processing.measurements import MEASUREMENTS_FILE, PvcMethod, Tissue, read_measurements
+from processing.measurements import MEASUREMENTS_FILE, PvcMethod, Tissue, Verdict, read_measurements
 from processing.partial_volume import gtm_concentrations
 from processing.pipeline import process_session
 from processing.psf_resampling import resample_masks_to_sodium
@@ -44,13 +44,16 @@ EXTERNAL_GTM_TOLERANCE_MM = 2.5
 corrected): the field alone moves tissue means by up to ~2 mM (docs/processing.md), calibration
 noise ~1 mM at 40 mM; measured errors on this session are printed."""
 
-BUILTIN_TOLERANCE_MM = {Tissue.CORTICAL_GM: 7.0, Tissue.DEEP_GM: 4.0, Tissue.NAWM: 4.5}
-"""Builtin segmentation, whole pipeline, seed 11 (an atrophic RRMS subject, the builtin's hardest
-kind: it misses part of the CSF): measured CGM +4.5, DGM -0.8, NAWM +2.9 mM with the vial-model
-calibration, the whole nuclei as deep grey and the GTM on voxels up to 35 % CSF (+5.5, -6.7, +0.7
-before them). A regression guard with ~1.5 mM of room for the run-to-run spread of ITK's threaded
-registration and the calibration noise, not the goal: bench/accuracy.py gives the MAE over 20
-subjects; the two-tissue unmixing of session 1 gave CGM +12 mM on this session."""
+BUILTIN_TOLERANCE_MM = {Tissue.CORTICAL_GM: 7.0, Tissue.DEEP_GM: 6.5, Tissue.NAWM: 4.5}
+"""Builtin segmentation, whole pipeline, seed 11 (an atrophic RRMS subject, the builtin's hardest kind: it
+misses part of the CSF). On the simulator's independent anatomy (its own deep-grey nuclei, enlarged
+ventricles, 3-5 mm warps; the study acquisition): CGM -2.6, DGM +4.9, NAWM +3.1 mM, the deep grey now
+off because the builtin's deep-grey regions are the template's, not the subject's. On the previous
+simulator, whose nuclei were the builtin's own ellipsoids: CGM +4.5, DGM -0.8, NAWM +2.9 mM with the
+vial-model calibration, the whole nuclei as deep grey and the GTM on voxels up to 35 % CSF (+5.5, -6.7,
++0.7 before them). A regression guard with ~1.5 mM of room for the run-to-run spread of ITK's threaded
+registration and the calibration noise, not the goal: bench/accuracy.py gives the MAE over 20 subjects;
+the two-tissue unmixing of session 1 gave CGM +12 mM on this session."""
 
 
 def series_of(session: SimulatedSession, **extra: object) -> SessionSeries:
@@ -119,7 +122,12 @@ def test_runner_processes_a_job_folder(tmp_path: Path, classic_session: Simulate
     assert {t.tissue for t in measurements.tissues} == set(Tissue)
     for role_file in measurements.files.values():
         assert (results / role_file).is_file(), role_file
-    assert measurements.all_checks_passed
+    # Every check passes but the CSF consistency check, which speaks about the builtin segmentation's
+    # CSF error on this subject (its own tests give each verdict): it must be there and say what it saw.
+    csf_check = next(c for c in measurements.quality if c.step == "csf_consistency")
+    assert all(c.verdict is Verdict.PASS for c in measurements.quality if c is not csf_check)
+    csf = measurements.tissue(Tissue.CSF)
+    assert csf is not None and csf_check.metric_value == pytest.approx(csf.mean_mM - 140.0)
     assert measurements.volumes.t2_lesion_ml > 0 and measurements.volumes.t1_lesion_ml is not None
     provenance = json.loads((results / "provenance.json").read_text())
     assert len(provenance["inputs"]["sodium"]) == len(classic_session.series_files["sodium"])

@@ -25,7 +25,7 @@ from processing.tissue_tsc import measure_tissues
 from processing.transforms import RigidTransform
 from processing.volume import Scaling, Volume
 from simulator.population import Group
-from simulator.session import SimulatedSession, SimulationOptions, simulate_session
+from simulator.session import SimulatedSession, simulate_session, study_acquisition
 
 PSF_FWHM_MM = 1.6 * 3.0
 GTM_TOLERANCE_MM = 0.5
@@ -49,9 +49,7 @@ T1_MAPS = {
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory: pytest.TempPathFactory) -> SimulatedSession:
-    options = SimulationOptions(
-        seed=11, group=Group.RRMS, sodium_receive_field_amplitude=0.0, new_study_for_sodium=True
-    )
+    options = study_acquisition(11, Group.RRMS, sodium_receive_field_amplitude=0.0, new_study_for_sodium=True)
     return simulate_session(tmp_path_factory.mktemp("pvc") / "session", options)
 
 

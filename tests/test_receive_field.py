@@ -28,7 +28,7 @@ from processing.receive_field import (
 from processing.transforms import RigidTransform
 from processing.volume import Volume
 from simulator.population import Group
-from simulator.session import SimulatedSession, SimulationOptions, simulate_session
+from simulator.session import SimulatedSession, simulate_session, study_acquisition
 from sodium_node.errors import CalibrationError
 
 PSF_FWHM_MM = 1.6 * 3.0
@@ -56,7 +56,7 @@ def psf_scaled_truth(session: SimulatedSession, sodium: Volume) -> dict[str, Vol
 
 @pytest.fixture(scope="module")
 def strong_field_session(tmp_path_factory: pytest.TempPathFactory) -> SimulatedSession:
-    options = SimulationOptions(seed=11, group=Group.RRMS, sodium_receive_field_amplitude=0.25)
+    options = study_acquisition(11, Group.RRMS, sodium_receive_field_amplitude=0.25)
     return simulate_session(tmp_path_factory.mktemp("field") / "session", options)
 
 
@@ -114,7 +114,7 @@ def test_without_vials_the_field_cannot_be_estimated(
 
 @pytest.fixture(scope="module")
 def flat_field_session(tmp_path_factory: pytest.TempPathFactory) -> SimulatedSession:
-    options = SimulationOptions(seed=11, group=Group.RRMS, sodium_receive_field_amplitude=0.0)
+    options = study_acquisition(11, Group.RRMS, sodium_receive_field_amplitude=0.0)
     return simulate_session(tmp_path_factory.mktemp("flat") / "session", options)
 
 
