@@ -14,6 +14,7 @@ from simulator.session import SimulatedSession, SimulationOptions, simulate_sess
 
 CLASSIC_SEED = 11
 ENHANCED_SEED = 12
+DRAWN_SEED = 21
 
 
 def _simulate(factory: pytest.TempPathFactory, name: str, options: SimulationOptions) -> SimulatedSession:
@@ -50,3 +51,11 @@ def simulated_sessions(
 @pytest.fixture(scope="session")
 def project_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def drawn_session(tmp_path_factory: pytest.TempPathFactory) -> SimulatedSession:
+    """HC subject with everything drawn as the simulator draws it for seed 21: tilted vials of their
+    own sizes at the temples (80 mM on the patient's right, where the config expects 40), eyes, a
+    coil-shaped 20 % receive field, a 5.8 mm PSF."""
+    return _simulate(tmp_path_factory, "drawn", SimulationOptions(seed=DRAWN_SEED, group=Group.HC))

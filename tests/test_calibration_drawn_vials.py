@@ -14,8 +14,7 @@ import pytest
 from processing.calibration import Calibration, calibrate
 from processing.dicom_series import load_series
 from processing.nifti_io import read_volume
-from simulator.population import Group
-from simulator.session import SimulatedSession, SimulationOptions, simulate_session
+from simulator.session import SimulatedSession
 
 CONFIGURED_mM = (40.0, 80.0)
 """As the default configuration lists them: 40 mM on the patient's right."""
@@ -31,14 +30,8 @@ AMPLITUDE_METHOD_BIAS = 0.005
 
 
 @pytest.fixture(scope="module")
-def session(tmp_path_factory: pytest.TempPathFactory) -> SimulatedSession:
-    return simulate_session(
-        tmp_path_factory.mktemp("drawn") / "session", SimulationOptions(seed=21, group=Group.HC)
-    )
-
-
-@pytest.fixture(scope="module")
-def calibration(session: SimulatedSession) -> Calibration:
+def calibration(drawn_session: SimulatedSession) -> Calibration:
+    session = drawn_session
     sodium = load_series(session.series_files["sodium"]).echo(1)
     field = read_volume(
         session.folder / "ground_truth" / "sodium_space" / "receive_field.nii.gz", space="sodium"
@@ -51,19 +44,19 @@ def calibration(session: SimulatedSession) -> Calibration:
     )
 
 
-def test_the_session_is_not_the_study_set_up(session: SimulatedSession) -> None:
+def test_the_session_is_not_the_study_set_up(drawn_session: SimulatedSession) -> None:
     """What makes this session a test of the general case (so that it cannot silently become easy)."""
-    phantoms = {p["concentration_mM"]: p for p in session.ground_truth["phantoms"]}
+    phantoms = {p["concentration_mM"]: p for p in drawn_session.ground_truth["phantoms"]}
     assert phantoms[80.0]["side"] == "right", "the higher concentration must be where it is not configured"
     assert all(abs(p["length_mm"] - 60.0) > 9.0 for p in phantoms.values()), "not the study's 60 mm vials"
     assert all(abs(p["axis_lps"][2]) < 0.999 for p in phantoms.values()), "tilted"
-    assert "vitreous" in session.ground_truth["tissues"]
+    assert "vitreous" in drawn_session.ground_truth["tissues"]
 
 
 def test_vials_are_found_and_measured_where_the_simulator_put_them(
-    session: SimulatedSession, calibration: Calibration
+    drawn_session: SimulatedSession, calibration: Calibration
 ) -> None:
-    phantoms = {p["concentration_mM"]: p for p in session.ground_truth["phantoms"]}
+    phantoms = {p["concentration_mM"]: p for p in drawn_session.ground_truth["phantoms"]}
     assert [v.concentration_mM for v in calibration.vials] == [40.0, 80.0]
     for vial in calibration.vials:
         truth = phantoms[vial.concentration_mM]
@@ -80,8 +73,10 @@ def test_the_swap_is_a_warning_not_a_refusal(calibration: Calibration) -> None:
     assert "80 mM vial (the brighter) lies to the patient's right" in calibration.qc.warnings[0]
 
 
-def test_amplitudes_are_the_simulators_signal(session: SimulatedSession, calibration: Calibration) -> None:
-    signal_per_mM = session.ground_truth["parameters"]["sodium_signal_per_mM"]
+def test_amplitudes_are_the_simulators_signal(
+    drawn_session: SimulatedSession, calibration: Calibration
+) -> None:
+    signal_per_mM = drawn_session.ground_truth["parameters"]["sodium_signal_per_mM"]
     for vial in calibration.vials:
         expected = signal_per_mM * vial.concentration_mM
         tolerance = (

@@ -10,7 +10,7 @@ import pytest
 from peers import load_nifti
 
 from simulator.population import FRACTIONS_TABLE2, LESION_LOAD, TRUNCATION_SD, TSC_TABLE2_MM, Group
-from simulator.session import SimulatedSession, SimulationOptions, simulate_session
+from simulator.session import SimulatedSession, simulate_session, study_acquisition
 from simulator.tissues import Tissue
 from sodium_node.cli import main
 
@@ -140,7 +140,7 @@ def test_same_seed_gives_the_same_session(classic_session: SimulatedSession, tmp
     truth = classic_session.ground_truth
     again = simulate_session(
         tmp_path / "again",
-        SimulationOptions(seed=truth["seed"], group=Group(truth["group"]), new_study_for_sodium=True),
+        study_acquisition(truth["seed"], Group(truth["group"]), new_study_for_sodium=True),
     )
     assert again.ground_truth == truth
     for key, paths in classic_session.series_files.items():
