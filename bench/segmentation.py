@@ -204,9 +204,7 @@ def main() -> int:
                 results["before"] = _measure(prepared, prepared.analysis.maps, settings)
             t1 = prepared.analysis.loaded["t1_3d"].echo(1)
             started = time.perf_counter()
-            maps = segment_builtin(
-                t1, t2_lesions=prepared.t2_lesions, t2_on_t1=prepared.t2_on_t1, pd_on_t1=prepared.pd_on_t1
-            )
+            maps = segment_builtin(t1, t2_lesions=prepared.t2_lesions, t2_on_t1=prepared.t2_on_t1)
             seconds = time.perf_counter() - started
             results[args.label] = _measure(prepared, maps, settings)
             for label, result in results.items():

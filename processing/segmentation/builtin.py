@@ -37,7 +37,6 @@ import numpy as np
 from scipy import ndimage
 
 from processing.segmentation.mni_priors import load_mni_priors
-from processing.segmentation.multichannel import unmix_with_echoes
 from processing.segmentation.prior_registration import as_array, register_priors
 from processing.segmentation.pve_levels import pure_tissue_levels
 from processing.segmentation.tissue_maps import TissueMaps
@@ -57,8 +56,6 @@ a T1-weighted brain."""
 INTRACRANIAL_THRESHOLD = 0.5
 MIN_INTERIOR_VOXELS = 1000
 OUTER_CSF_SEARCH_MM = 5.0
-SIMPLEX = False
-MULTICHANNEL = False
 
 
 def _polynomial_terms(ijk: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
@@ -110,12 +107,7 @@ def _outer_csf(
 
 
 def segment_builtin(
-    t1: Volume,
-    *,
-    t2_lesions: Volume | None,
-    t2_on_t1: Volume | None = None,
-    pd_on_t1: Volume | None = None,
-    t1_name: str = "3D T1",
+    t1: Volume, *, t2_lesions: Volume | None, t2_on_t1: Volume | None = None, t1_name: str = "3D T1"
 ) -> TissueMaps:
     priors = register_priors(t1, load_mni_priors(), t1_name=t1_name)
     grey_prior, white_prior = as_array(priors.grey), as_array(priors.white)
@@ -159,30 +151,15 @@ def segment_builtin(
     log.info("%s: pure-tissue levels CSF %.4g, GM %.4g, WM %.4g", t1_name, *means)
     atlas = np.stack([csf_prior[intracranial], grey_prior[intracranial], white_prior[intracranial]])
     atlas /= np.maximum(atlas.sum(axis=0, keepdims=True), 1e-6)
-    t1_noise = float(np.median(sds))
-    fractions = unmix(
-        corrected[None, :], means[None, :], atlas, noise_sd=np.array([t1_noise]), simplex=SIMPLEX
-    )
+    fractions = unmix(corrected[None, :], means[None, :], atlas, noise_sd=np.array([np.median(sds)]))
     maps = []
     for index in range(3):
         full = np.zeros(t1.shape, dtype=np.float32)
         full[intracranial] = fractions[index]
         maps.append(full)
     csf, grey, white = maps
-    echoes_used = np.zeros(t1.shape, dtype=bool)
-    if pd_on_t1 is not None and t2_on_t1 is not None and MULTICHANNEL:
-        unmixed, echoes_used = unmix_with_echoes(
-            image,
-            [np.asarray(pd_on_t1.data, dtype=np.float64), np.asarray(t2_on_t1.data, dtype=np.float64)],
-            np.stack(maps).astype(np.float64),
-            intracranial=intracranial,
-            lesion=lesion,
-            voxel_size_mm=t1.voxel_size_mm,
-        )
-        csf, grey, white = (part.astype(np.float32) for part in unmixed)
     if t2_on_t1 is not None:
         outer = _outer_csf(np.asarray(t2_on_t1.data), intracranial, csf, np.asarray(t1.voxel_size_mm))
-        outer[echoes_used] = 0.0
         log.info(
             "%s: %.1f ml of CSF outside the template's intracranial mask (from T2)",
             t1_name,

@@ -38,7 +38,6 @@ import numpy.typing as npt
 import SimpleITK as sitk
 
 from processing.segmentation.mni_priors import MniPriors
-from processing.segmentation.template_warp import refine_with_demons
 from processing.volume import Volume, volume_from_sitk
 from sodium_node.errors import SegmentationError
 
@@ -66,7 +65,6 @@ against the truth (intracranial 0.983, brain 0.982)."""
 SIMILARITY_ITERATIONS = 100
 AFFINE_ITERATIONS = 150
 MIN_STEP = 1e-3
-NONLINEAR = False
 
 
 @dataclass(frozen=True)
@@ -211,12 +209,6 @@ def register_priors(t1: Volume, priors: MniPriors, *, t1_name: str) -> PriorsInT
     def warp(prior: Volume) -> Volume:
         image = sitk.Resample(prior.to_sitk(), fixed, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
         return volume_from_sitk(image, like=t1, space="t1", unit="fraction")
-
-    if NONLINEAR:
-        intracranial = sitk.Resample(
-            priors.intracranial.to_sitk(), fixed, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32
-        )
-        transform = refine_with_demons(fixed, moving, transform, intracranial)
 
     return PriorsInT1Space(
         grey=warp(priors.grey),

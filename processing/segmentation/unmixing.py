@@ -13,12 +13,14 @@ closed form per voxel (the matrix is the same for every voxel). s_c is channel c
 residual, for the blurred 3 mm-slice echoes), t the prior's spread (``PRIOR_SD``). Along the
 directions the intensities see, the data decide; along the ones they cannot see, the atlas does.
 
-``simplex=True`` also bounds each fraction to [0, 1]: without the bound, a voxel of pure-CSF
-intensity where the atlas says grey matter solves to ~0.63 CSF + 0.92 GM - 0.55 WM on the
-simulator's T1 levels (the prior pulls along the one direction the T1 cannot see, and a negative WM
-pays for it), so atrophic CSF went into the grey matter. The bound costs a small bias on pure
-tissue (noise below the lowest level is clipped): a noise SD of 3 % of the CSF-WM contrast moves a
-pure tissue's fraction by ~1 %.
+``simplex=True`` also bounds each fraction to [0, 1]. Without the bound, a voxel of pure-CSF T1
+intensity where the atlas says grey matter solves to 0.53 CSF + 0.93 GM - 0.46 WM on the
+simulator's T1 levels (noise 0.009, prior SD 0.1: the prior pulls along the one direction the T1
+cannot see, and a negative WM pays for it); bounded, to 0.65 CSF + 0.35 GM. The builtin segmenter
+does not bound: on a simulated subject it changed the CSF volume by +3 ml of a 37 ml deficit
+(``tests/test_unmixing.py``, ``bench/segmentation.py``). Several channels and classes: the head
+coil's PD and T2 echoes with a fourth class (bone) determine every voxel's four fractions
+(tested), but their levels could not yet be estimated well enough from the data (docs/processing.md).
 """
 
 from __future__ import annotations
