@@ -153,7 +153,7 @@ def segment_builtin(
     log.info("%s: pure-tissue levels CSF %.4g, GM %.4g, WM %.4g", t1_name, *means)
     atlas = np.stack([csf_prior[intracranial], grey_prior[intracranial], white_prior[intracranial]])
     atlas /= np.maximum(atlas.sum(axis=0, keepdims=True), 1e-6)
-    fractions = unmix(corrected, means, atlas, noise_sd=float(np.median(sds)))
+    fractions = unmix(corrected[None, :], means[None, :], atlas, noise_sd=np.array([np.median(sds)]))
     maps = []
     for index in range(3):
         full = np.zeros(t1.shape, dtype=np.float32)
