@@ -76,6 +76,20 @@ def edge_overlay(
     return np.ascontiguousarray(picture.transpose(1, 0, 2))
 
 
+def _wrapped(line: str, draw: ImageDraw.ImageDraw, width_px: float) -> list[str]:
+    """``line`` broken at spaces into pieces no wider than ``width_px`` in the default font."""
+    pieces: list[str] = []
+    current = ""
+    for word in line.split(" "):
+        candidate = f"{current} {word}" if current else word
+        if current and draw.textlength(candidate) > width_px:
+            pieces.append(current)
+            current = "    " + word
+        else:
+            current = candidate
+    return [*pieces, current]
+
+
 def save_panels(
     panels: Sequence[npt.NDArray[np.uint8]], path: Path, *, title: str, lines: Sequence[str] = ()
 ) -> Path:
@@ -86,10 +100,12 @@ def save_panels(
         )
         for panel in panels
     ]
-    width = sum(image.width for image in images) + 10 * (len(images) + 1)
+    width = max(sum(image.width for image in images) + 10 * (len(images) + 1), 400)
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    lines = [part for line in lines for part in _wrapped(line, draw, width - 20)]
     text_height = 16 * (len(lines) + 2)
     height = max(image.height for image in images) + text_height + 20
-    canvas = Image.new("RGB", (max(width, 400), height), (0, 0, 0))
+    canvas = Image.new("RGB", (width, height), (0, 0, 0))
     draw = ImageDraw.Draw(canvas)
     draw.text((10, 5), title, fill=(255, 255, 255))
     x = 10
