@@ -61,7 +61,7 @@ import numpy as np
 import numpy.typing as npt
 
 from processing.magnitude_noise import noise_floor_corrected
-from processing.phantoms import DetectedVial, find_vials
+from processing.phantoms import MIN_ROI_VOXELS, DetectedVial, find_vials
 from processing.qc_pictures import GREEN, RED, overlay_outlines, save_panels
 from processing.vial_model import VialFit, VialModelFit, fit_vials
 from processing.volume import Scaling, Volume
@@ -74,9 +74,6 @@ MASK_MODEL_AGREEMENT = (0.6, 1.5)
 blurred cylinder lies on its surface, but the mask is drawn at half the plateau of an image whose
 field may not be flat along the vial, and its length is cut short where it is not (0.73 of the
 fitted length seen behind a +-25 % field); the fitted cylinder is the measurement, the mask a check."""
-MIN_ROI_VOXELS = 8
-"""Fewer voxels after erosion make the core median (a QC figure; the line comes from the model) too
-noisy to check the model against: a 14 mm tube at 3 mm voxels keeps ~15 after 2 voxels' erosion."""
 MIN_ORDERING_Z = 3.0
 MAX_ZERO_OFFSET_FRACTION = 0.5
 """|-b/a| up to half the lower concentration: a +-10 % receive field between the vials moves the line's
@@ -180,9 +177,12 @@ def _measure(
     )
 
 
-def _model_problems(measurement: VialMeasurement, *, noise_sigma_in_roi: float) -> list[str]:
-    """The fitted cylinder's size against its mask's, and its amplitude against the core median
-    (Rician bias removed)."""
+def _model_problems(
+    measurement: VialMeasurement, *, noise_sigma_in_roi: float, core_fraction: float
+) -> list[str]:
+    """The fitted cylinder's size against its mask's, and the model against the core median (Rician
+    bias removed): the model's amplitude times ``core_fraction``, the median of the fitted blurred
+    cylinder over the core (~1 for a wide vial, below 1 where a thin one's core meets its edge)."""
     low, high = MASK_MODEL_AGREEMENT
     where = f"vial of {measurement.concentration_mM:g} mM"
     problems = []
@@ -198,9 +198,10 @@ def _model_problems(measurement: VialMeasurement, *, noise_sigma_in_roi: float) 
     core = float(np.sqrt(max(measurement.median_signal**2 - noise_sigma_in_roi**2, 0.0)))
     error = float(np.hypot(measurement.signal_standard_error, measurement.amplitude_standard_error))
     limit = MAX_MODEL_CORE_Z * error + MODEL_CORE_FRACTION * abs(measurement.amplitude)
-    if not abs(measurement.amplitude - core) <= limit:
+    expected = measurement.amplitude * core_fraction
+    if not abs(expected - core) <= limit:
         problems.append(
-            f"{where}: the vial model's amplitude {measurement.amplitude:.4g} disagrees with the core median "
+            f"{where}: the vial model ({expected:.4g} over the core) disagrees with the core median "
             f"{core:.4g} (noise floor removed; limit +-{limit:.3g}): the vial is not a uniform cylinder, or "
             "something bright lies beside it"
         )
@@ -354,9 +355,15 @@ def calibrate(
             )
     measurements = [_measure(signal, v, c, f) for v, c, f in zip(vials, assigned, fits, strict=True)]
     if model is not None:
-        for measurement, vial in zip(measurements, vials, strict=True):
+        for measurement, vial, fit in zip(measurements, vials, fits, strict=True):
             field_in_roi = 1.0 if field is None or not vial.roi.any() else float(np.median(field[vial.roi]))
-            problems += _model_problems(measurement, noise_sigma_in_roi=model.noise_sigma / field_in_roi)
+            core_points = np.argwhere(vial.roi) @ sodium.affine_lps[:3, :3].T + sodium.affine_lps[:3, 3]
+            core_fraction = (
+                float(np.median(fit.fraction_at(core_points))) if fit is not None and vial.roi.any() else 1.0
+            )
+            problems += _model_problems(
+                measurement, noise_sigma_in_roi=model.noise_sigma / field_in_roi, core_fraction=core_fraction
+            )
     noise_sigma = model.noise_sigma if model is not None else 0.0
     corrected = noise_floor_corrected(magnitude, noise_sigma)
     calibrated_signal = corrected if field is None else corrected / field

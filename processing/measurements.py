@@ -147,10 +147,6 @@ class Measurements:
     def all_checks_passed(self) -> bool:
         return all(check.verdict is Verdict.PASS for check in self.quality)
 
-    @property
-    def warnings(self) -> tuple[QualityCheck, ...]:
-        return tuple(check for check in self.quality if check.verdict is Verdict.WARN)
-
 
 def _plain(value: Any) -> Any:
     if isinstance(value, enum.Enum):

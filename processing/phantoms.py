@@ -12,7 +12,7 @@ the brain) and the scalp.
    half of its own plateau (the edge of a blurred step), within a box around it.
 3. A candidate is kept when its measured geometry is a tube's (``LENGTH_RANGE_MM``,
    ``DIAMETER_RANGE_MM``; longer than wide, ``MIN_ELONGATION``: a sphere such as an eye reads 0.87)
-   and it lies outside the head (its centre is not enclosed by the head once the candidate itself
+   and it lies outside the head (most of it is not enclosed by the head once the candidate itself
    is taken away: the ventricles are, a vial touching the scalp is not). Candidates are ranked by
    how well their mask fills the cylinder their moments describe (``cylinder_score``); the same
    object found at several thresholds is kept once, at its best.
@@ -47,7 +47,8 @@ BRIGHT_PERCENTILE = 99.0
 HEAD_THRESHOLD_FRACTION = THRESHOLD_FRACTIONS[0]
 """The head's outline: the largest component above the lowest threshold."""
 VOLUME_RANGE_ML = (1.5, 300.0)
-"""Components outside this volume are not considered: from a 12 mm x 25 mm tube to a 50 mm x 150 mm one."""
+"""Components outside this volume are not considered: below a 10 x 25 mm tube (2 ml, less once
+thresholded), above a 50 x 150 mm one (295 ml)."""
 LENGTH_RANGE_MM = (25.0, 150.0)
 DIAMETER_RANGE_MM = (10.0, 50.0)
 """A calibration tube's plausible size, measured from its half-maximum mask (the study's: 20 x 60 mm)."""
@@ -56,9 +57,13 @@ MIN_ELONGATION = 1.15
 0.87, a cylinder its true ratio: an eye, whose globe is a sphere of ~24 mm, is not a vial; a tube
 shorter than ~1.15 of its width cannot be told from one and is not supported."""
 MAX_CYLINDER_SCORE = 0.5
-"""|log(mask volume / moment cylinder volume)| + the elongation penalty: a blurred, thresholded
-cylinder scores < 0.15 in simulations; irregular shapes (a bridge to the scalp) score more."""
+"""|log(mask volume / moment cylinder volume)|: a blurred, thresholded cylinder scores < 0.15 in
+simulations; irregular shapes (a bridge to the scalp) score more."""
 BOX_MARGIN_MM = 12.0
+MIN_ROI_VOXELS = 8
+"""Fewer core voxels make their median (a QC figure and the receive field's anchor; the line comes
+from the vial model) too noisy; a thin tube keeps fewer after the configured erosion, and its core
+is then eroded by one voxel only."""
 MAX_PAIRED_CANDIDATES = 6
 
 
@@ -107,13 +112,11 @@ def vial_shape(mask: BoolArray, affine_lps: FloatArray) -> VialShape:
 
 
 def cylinder_score(shape: VialShape) -> float:
-    """How far the mask is from the uniform cylinder its moments describe (0 = exactly that cylinder),
-    plus a penalty for a shape no longer than wide (spheres, blobs)."""
+    """How far the mask is from the uniform cylinder its moments describe (0 = exactly that cylinder)."""
     if shape.length_mm <= 0 or shape.diameter_mm <= 0:
         return float("inf")
     moment_ml = np.pi * (shape.diameter_mm / 2.0) ** 2 * shape.length_mm / 1000.0
-    elongation = shape.length_mm / shape.diameter_mm
-    return float(abs(np.log(shape.volume_ml / moment_ml)) + max(0.0, np.log(MIN_ELONGATION / elongation)))
+    return float(abs(np.log(shape.volume_ml / moment_ml)))
 
 
 def implausible_geometry(shape: VialShape) -> str | None:
@@ -160,6 +163,15 @@ def eroded(mask: BoolArray, erosion_voxels: int) -> BoolArray:
     return inside
 
 
+def core_roi(mask: BoolArray, erosion_voxels: int) -> BoolArray:
+    """The mask eroded by ``erosion_voxels``, or by one voxel where that leaves fewer than
+    ``MIN_ROI_VOXELS`` (a tube of ~15 mm diameter at 3 mm voxels)."""
+    core = eroded(mask, erosion_voxels)
+    if np.count_nonzero(core) < MIN_ROI_VOXELS and erosion_voxels > 1:
+        core = eroded(mask, 1)
+    return core
+
+
 def _air_level(smoothed: FloatArray) -> float:
     """The signal of air: the most common value of the lower half of the image (air fills the FOV)."""
     lower = smoothed[smoothed <= np.median(smoothed)]
@@ -189,9 +201,10 @@ def _largest_component(mask: BoolArray) -> BoolArray:
 
 
 def inside_head(mask: BoolArray, head: BoolArray) -> bool:
-    """Whether most of ``mask`` is enclosed by ``head`` once the object itself is taken out of it:
-    the ventricles are (brain all round), a vial in air or against the scalp is not."""
-    remaining = head & ~np.asarray(ndimage.binary_dilation(mask, iterations=1), dtype=bool)
+    """Whether most of ``mask`` is enclosed by ``head`` once the object and its blurred edge (2 voxels)
+    are taken out of it: the ventricles are (brain all round), a vial in air or against the scalp is
+    not (its edge, taken out with it, leaves no closed shell)."""
+    remaining = head & ~np.asarray(ndimage.binary_dilation(mask, iterations=2), dtype=bool)
     enclosed = np.asarray(ndimage.binary_fill_holes(remaining), dtype=bool) & ~remaining
     return bool(np.count_nonzero(enclosed & mask) > 0.5 * np.count_nonzero(mask))
 
@@ -251,7 +264,7 @@ def find_vials(
                 log.debug("not a vial at LPS %s mm (%.1f ml): %s", centre, shape.volume_ml, why_not)
                 continue
             plateau = float(np.percentile(smoothed[mask], PLATEAU_PERCENTILE))
-            candidates.append(DetectedVial(shape, mask, eroded(mask, erosion_voxels), score, plateau))
+            candidates.append(DetectedVial(shape, mask, core_roi(mask, erosion_voxels), score, plateau))
     distinct: list[DetectedVial] = []
     for candidate in sorted(candidates, key=lambda vial: vial.score):
         if not any(np.any(candidate.mask & kept.mask) for kept in distinct):

@@ -201,10 +201,7 @@ def _quality(
                 selection.gain_change,
                 MAX_GAIN_CHANGE,
                 note=(
-                    f"a receive field of degree {selection.supported_degree} fits the data but would change "
-                    f"every tissue by more than {MAX_GAIN_CHANGE:.0%}; degree {selection.degree} applied"
-                    if selection.bounded
-                    else ""
+                    f"{selection.rejected}: degree {selection.degree} applied" if selection.bounded else ""
                 ),
             )
         )

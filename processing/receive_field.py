@@ -8,9 +8,10 @@ study's protocol, so the field is estimated from the session itself.
 Model: the signal of voxel v is S(v) = k B(v) P(v), with k the scanner gain, B the relative
 receive field, and P the concentration the voxel holds: sum_t c_t R_t(v) inside the head (the
 PSF-scaled tissue fractions of ``psf_resampling``, with the ``extracranial`` compartment of
-``partial_volume``), and the known concentration inside each vial's ROI. log B is a quadratic
-polynomial of position (9 terms, no constant: smooth, as a volume coil's field is, and few enough
-parameters that tissue contrast cannot be absorbed into it).
+``partial_volume``), and the known concentration inside each vial's ROI. log B is a polynomial of
+position of degree 0 (uniform), 1 (3 terms) or 2 (9 terms), no constant, chosen by the data (below):
+smooth, as a volume coil's field is, and few enough parameters that tissue contrast cannot be
+absorbed into it.
 
 Alternating estimation, ``ITERATIONS`` rounds from B = 1:
 
@@ -100,7 +101,7 @@ FIELD_DEGREES = (0, 1, 2)
 """The models compared: a uniform field, a linear log field, a quadratic one."""
 MIN_CV_IMPROVEMENT = 0.0005
 """A higher degree is taken only when it lowers the held-out error (octant cross-validation) by at
-least this fraction of the lower degree's ... On simulated sessions with the true tissue maps:
+least this fraction of the lower degree's, and ... On simulated sessions with the true tissue maps:
 no field, 1e-5 to 1.4e-4 (or negative); a +-10 % field, 0.02 for the linear terms and 0.0008 more
 for the quadratic ones (the brain alone tells curvature poorly; the vials pin it)."""
 MIN_OCTANTS_IMPROVED = 6
@@ -133,8 +134,10 @@ class FieldSelection:
     cv_gain: dict[int, float]
     """Per degree, the relative reduction of the held-out error against the uniform field."""
     gain_change: float
-    """The applied field at the vials over its mean in the brain, minus 1: every tissue's TSC changes
-    by about -gain_change (relative) through the recalibration."""
+    """The applied field at the vials over its mean in the brain, minus 1: the recalibration divides
+    the slope by 1 + gain_change, so every tissue's TSC changes by about +gain_change (relative)."""
+    rejected: str = ""
+    """Why the supported degree was not applied (its effect or its spread beyond the bounds)."""
 
     @property
     def applied(self) -> bool:
@@ -285,25 +288,32 @@ def _select(data: _Data, fits: dict[int, _Fit]) -> FieldSelection:
     """The degree the data support (octant cross-validation), within the bounds on its effect and
     its spread."""
     errors = {degree: _octant_errors(data, fits[0], degree) for degree in fits}
-    supported = 0
+    passed = [0]  # the degrees that each beat the last one passed: the only ones to fall back to
     for degree in sorted(fits)[1:]:
-        better = errors[degree] < errors[supported]
-        gain = 1.0 - float(errors[degree].sum() / max(errors[supported].sum(), 1e-300))
+        better = errors[degree] < errors[passed[-1]]
+        gain = 1.0 - float(errors[degree].sum() / max(errors[passed[-1]].sum(), 1e-300))
         log.debug("field degree %d: held-out gain %.4f, better in %d octants", degree, gain, sum(better))
         if gain >= MIN_CV_IMPROVEMENT and int(np.count_nonzero(better)) >= MIN_OCTANTS_IMPROVED:
-            supported = degree
-    chosen, effect, spread = supported, 0.0, 1.0
-    while chosen > 0:
-        field, vial_log_field = _field_over_brain(fits[chosen], data)
+            passed.append(degree)
+    rejected = ""
+    chosen, effect = 0, 0.0
+    for degree in reversed(passed[1:]):
+        field, vial_log_field = _field_over_brain(fits[degree], data)
         low, high = np.percentile(field, [1, 99])
         effect, spread = float(np.exp(vial_log_field) - 1.0), float(high / low)
         if abs(effect) <= MAX_GAIN_CHANGE and spread <= MAX_FIELD_SPREAD:
+            chosen = degree
             break
-        chosen, effect, spread = chosen - 1, 0.0, 1.0
+        rejected = rejected or (
+            f"a field of degree {degree} fits the data but would change every tissue by {effect:+.0%} "
+            f"(limit +-{MAX_GAIN_CHANGE:.0%}) and vary {spread:.2f}-fold over the brain (limit "
+            f"{MAX_FIELD_SPREAD})"
+        )
+        effect = 0.0
     cv_gain = {
         degree: 1.0 - float(errors[degree].sum() / max(errors[0].sum(), 1e-300)) for degree in sorted(fits)
     }
-    return FieldSelection(chosen, supported, cv_gain, effect)
+    return FieldSelection(chosen, passed[-1], cv_gain, effect, rejected)
 
 
 def estimate_receive_field(
@@ -374,7 +384,7 @@ def estimate_receive_field(
         low,
         high,
         spread,
-        -100 * selection.gain_change,
+        100 * selection.gain_change,
         ", ".join(f"{n} {c:.1f}" for n, c in fitted.items()),
     )
     return ReceiveFieldEstimate(

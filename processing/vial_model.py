@@ -75,6 +75,22 @@ class VialFit:
     length_mm: float
     voxels: int
     """Voxels in the fit."""
+    centre_lps_mm: tuple[float, float, float]
+    axis_lps: tuple[float, float, float]
+    """The cylinder's centre and unit axis (the detected mask's centroid and principal axis)."""
+    psf_sigma_mm: float
+    """The fitted PSF's standard deviation (shared by the vials)."""
+
+    def fraction_at(self, points_lps_mm: Float64Array) -> Float64Array:
+        """The fitted blurred cylinder (0..1) at ``points_lps_mm`` ``[n, 3]``: the share of the
+        amplitude a voxel centre there sees."""
+        offset = np.asarray(points_lps_mm, dtype=np.float64) - np.asarray(self.centre_lps_mm)
+        axis = np.asarray(self.axis_lps)
+        axial = offset @ axis
+        radial = np.linalg.norm(offset - np.outer(axial, axis), axis=1)
+        return blurred_cylinder(
+            radial, axial, radius_mm=self.radius_mm, length_mm=self.length_mm, sigma_mm=self.psf_sigma_mm
+        )
 
 
 @dataclass(frozen=True)
@@ -95,6 +111,8 @@ class _Region:
     axial_mm: Float64Array
     magnitude: Float64Array
     field: Float64Array
+    centre_lps_mm: Float64Array
+    axis_lps: Float64Array
 
 
 def blurred_cylinder(
@@ -142,7 +160,7 @@ def _region(
     radial, axial = frame(box @ affine_lps[:3, :3].T + affine_lps[:3, 3])
     inside = (radial <= reach_radial) & (np.abs(axial) <= reach_axial)
     index = tuple(box[inside].T)
-    return _Region(radial[inside], axial[inside], magnitude[index], field[index])
+    return _Region(radial[inside], axial[inside], magnitude[index], field[index], centre, axis)
 
 
 def fit_vials(
@@ -247,7 +265,16 @@ def fit_vials(
     covariance = np.linalg.pinv(solution.jac.T @ solution.jac) * max(noise, tiny) ** 2
     errors = np.sqrt(np.maximum(np.diag(covariance)[:count], 0.0))
     fits = tuple(
-        VialFit(float(a), float(e), float(r), float(length), int(region.magnitude.size))
+        VialFit(
+            float(a),
+            float(e),
+            float(r),
+            float(length),
+            int(region.magnitude.size),
+            _triple(region.centre_lps_mm),
+            _triple(region.axis_lps),
+            float(sigma),
+        )
         for a, e, r, length, region in zip(amplitudes, errors, radii, lengths, regions, strict=True)
     )
     log.debug(
@@ -260,3 +287,7 @@ def fit_vials(
         solution.nfev,
     )
     return VialModelFit(fits, float(sigma / FWHM_TO_SIGMA), float(noise))
+
+
+def _triple(values: Float64Array) -> tuple[float, float, float]:
+    return float(values[0]), float(values[1]), float(values[2])

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from peers import require_tool
 
+from processing.csf_check import WARN_MM
 from processing.measurements import Tissue, Verdict, read_measurements
 
 EXPECTED_IN_PACS = {"Parametric Map": 1, "MR": 60, "SEG": 1, "SR": 1, "summary page": 1}
@@ -47,5 +48,7 @@ def test_demo_delivers_the_processed_session_to_orthanc(tmp_path: Path) -> None:
     assert all(c.verdict is Verdict.PASS for c in measurements.quality if c is not csf_check)
     csf = measurements.tissue(Tissue.CSF)
     assert csf is not None and csf_check.metric_value == pytest.approx(csf.mean_mM - 140.0)
+    assert (csf_check.verdict is Verdict.PASS) == (abs(csf_check.metric_value) <= WARN_MM)
+    assert (csf_check.note == "") == (csf_check.verdict is Verdict.PASS)
     for tissue in measurements.tissues:
         assert f"{tissue.mean_mM:.2f}" in output, f"{tissue.tissue.value} TSC not printed"

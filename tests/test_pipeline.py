@@ -16,6 +16,7 @@ import pytest
 
 from node.jobs import JobInstance, JobSeries, JobSession
 from node.processing_runner import RESULTS_FOLDER, ProcessingRunner
+from processing.csf_check import WARN_MM
 from processing.dicom_series import load_series
 from processing.lesion_masks import read_lesion_seg
 from processing.measurements import MEASUREMENTS_FILE, PvcMethod, Tissue, Verdict, read_measurements
@@ -128,6 +129,8 @@ def test_runner_processes_a_job_folder(tmp_path: Path, classic_session: Simulate
     assert all(c.verdict is Verdict.PASS for c in measurements.quality if c is not csf_check)
     csf = measurements.tissue(Tissue.CSF)
     assert csf is not None and csf_check.metric_value == pytest.approx(csf.mean_mM - 140.0)
+    assert (csf_check.verdict is Verdict.PASS) == (abs(csf_check.metric_value) <= WARN_MM)
+    assert (csf_check.note == "") == (csf_check.verdict is Verdict.PASS)
     assert measurements.volumes.t2_lesion_ml > 0 and measurements.volumes.t1_lesion_ml is not None
     provenance = json.loads((results / "provenance.json").read_text())
     assert len(provenance["inputs"]["sodium"]) == len(classic_session.series_files["sodium"])
