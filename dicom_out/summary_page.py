@@ -20,6 +20,7 @@ from dicom_out.identity import DEFAULT_OUTPUT, MANUFACTURER, OutputIdentity, obj
 from dicom_out.parametric_map import BODY_PART, TSC_WINDOW_CENTER_MM, TSC_WINDOW_WIDTH_MM
 from dicom_out.results import Results
 from processing.measurements import Tissue, Verdict
+from processing.qc_pictures import wrap_text
 from sodium_node.config_models import ObjectKind
 
 log = logging.getLogger(__name__)
@@ -162,26 +163,37 @@ def render_summary(results: Results) -> Image.Image:
     y += montage.height + 40
     draw.text((50, y), "Quality control", fill=WHITE, font=text)
     y += 36
-    thumbnails = {path.name: path for path in results.qc_pictures}
-    x = 50
+    # Every check on its own line, warnings and failures with what they mean; then the pictures.
     for check in m.quality:
-        colour = VERDICT_COLOURS[check.verdict]
-        draw.text((x, y), f"{check.step}: {check.verdict.value.upper()}", fill=colour, font=small)
         draw.text(
-            (x, y + 24),
-            f"{check.metric_name} {check.metric_value:.3g} (limit {check.limit:.3g})",
-            fill=GREY,
+            (50, y), f"{check.verdict.value.upper():5s}", fill=VERDICT_COLOURS[check.verdict], font=small
+        )
+        draw.text(
+            (130, y),
+            f"{check.step}: {check.metric_name} {check.metric_value:.3g} (limit {check.limit:.3g})",
+            fill=WHITE,
             font=small,
         )
-        picture_path = thumbnails.get(Path(check.picture).name) if check.picture else None
-        if picture_path is not None and y + 60 < PAGE_SIZE[1]:
-            with Image.open(picture_path) as picture:
-                thumbnail = picture.convert("RGB")
-                thumbnail.thumbnail((360, PAGE_SIZE[1] - y - 70))
-                page.paste(thumbnail, (x, y + 56))
-        x += 390
-        if x + 360 > PAGE_SIZE[0]:
+        y += 26
+        for line in wrap_text(check.note, draw, PAGE_SIZE[0] - 180, font=small) if check.note else ():
+            draw.text((150, y), line, fill=GREY, font=small)
+            y += 24
+    y += 10
+    thumbnails = {path.name: path for path in results.qc_pictures}
+    pictures = [
+        thumbnails[Path(check.picture).name]
+        for check in m.quality
+        if check.picture and Path(check.picture).name in thumbnails
+    ]
+    x = 50
+    for picture_path in pictures:
+        if y + 60 > PAGE_SIZE[1] or x + 270 > PAGE_SIZE[0]:
             break
+        with Image.open(picture_path) as picture:
+            thumbnail = picture.convert("RGB")
+            thumbnail.thumbnail((270, PAGE_SIZE[1] - y - 10))
+            page.paste(thumbnail, (x, y))
+        x += 285
     return page
 
 

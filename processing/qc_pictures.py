@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
 FloatArray = npt.NDArray[np.float64]
@@ -76,18 +76,26 @@ def edge_overlay(
     return np.ascontiguousarray(picture.transpose(1, 0, 2))
 
 
-def _wrapped(line: str, draw: ImageDraw.ImageDraw, width_px: float) -> list[str]:
-    """``line`` broken at spaces into pieces no wider than ``width_px`` in the default font."""
-    pieces: list[str] = []
+def wrap_text(
+    text: str,
+    draw: ImageDraw.ImageDraw,
+    width_px: float,
+    *,
+    font: ImageFont.FreeTypeFont | ImageFont.ImageFont | None = None,
+    indent: str = "",
+) -> list[str]:
+    """``text`` broken at spaces into lines no wider than ``width_px`` in ``font`` (Pillow's default
+    if None); continuation lines start with ``indent``."""
+    lines: list[str] = []
     current = ""
-    for word in line.split(" "):
+    for word in text.split(" "):
         candidate = f"{current} {word}" if current else word
-        if current and draw.textlength(candidate) > width_px:
-            pieces.append(current)
-            current = "    " + word
+        if current and draw.textlength(candidate, font=font) > width_px:
+            lines.append(current)
+            current = indent + word
         else:
             current = candidate
-    return [*pieces, current]
+    return [*lines, current]
 
 
 def save_panels(
@@ -102,7 +110,7 @@ def save_panels(
     ]
     width = max(sum(image.width for image in images) + 10 * (len(images) + 1), 400)
     draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    lines = [part for line in lines for part in _wrapped(line, draw, width - 20)]
+    lines = [part for line in lines for part in wrap_text(line, draw, width - 20, indent="    ")]
     text_height = 16 * (len(lines) + 2)
     height = max(image.height for image in images) + text_height + 20
     canvas = Image.new("RGB", (width, height), (0, 0, 0))
