@@ -197,11 +197,9 @@ class _Data:
 class _Fit:
     degree: int
     theta: Float64Array
-    gain: float
+    """The polynomial's coefficients (log B, no constant)."""
     concentrations: Float64Array
-    brain_offset: float
-    """The log fit's constant for the brain (the field's level there, before normalising)."""
-    vial_offset: float
+    """The last round's GTM concentrations."""
 
 
 def _fit_field(data: _Data, degree: int) -> _Fit:
@@ -210,7 +208,6 @@ def _fit_field(data: _Data, degree: int) -> _Fit:
     brain_terms = _polynomial_terms(data.brain_points, degree)
     vial_terms = _polynomial_terms(data.vial_points, degree)
     theta: Float64Array = np.zeros(gtm_terms.shape[1])
-    offsets: Float64Array = np.zeros(2)
     gain, concentrations = 1.0, np.zeros(data.gtm_design.shape[1])
     for _ in range(ITERATIONS):
         gain = float(np.median(data.vial_corrected / (np.exp(vial_terms @ theta) * data.vial_known)))
@@ -225,10 +222,10 @@ def _fit_field(data: _Data, degree: int) -> _Fit:
             np.linalg.lstsq(rows * weights[:, None], observed * weights, rcond=None)[0], dtype=np.float64
         )
         change = float(np.max(np.abs(solution[: theta.size] - theta))) if theta.size else 0.0
-        theta, offsets = solution[: theta.size], solution[theta.size :]
+        theta = solution[: theta.size]
         if change < 1e-4:
             break
-    return _Fit(degree, theta, gain, concentrations, float(offsets[0]), float(offsets[1]))
+    return _Fit(degree, theta, concentrations)
 
 
 def _log_rows(
