@@ -1,10 +1,10 @@
 """The builtin segmenter on an atrophic SPMS subject (seed 9173: enlarged ventricles, widened sulci)
 against the simulator's truth: tissue volumes, the measure the segmenter's TSC errors follow.
 
-The bounds are regression guards at today's measured errors plus a margin, not the goal: on this subject
-(previous simulator) the builtin (T1 + T2 outer CSF, as the pipeline runs it) found 301 ml of CSF
-against 384 (the atlas prior, affinely registered and not atrophic, decides the direction a T1 intensity
-cannot see, and gives it to grey matter). A segmenter that follows the subject tightens them."""
+The bounds are regression guards at today's measured errors plus a margin, not the goal. The atlas
+prior, affinely registered and not atrophic, used to decide even where the T1 is unambiguous: the
+enlarged ventricles' CSF went to grey and white matter (-95.5 ml here); the EM's confident CSF now
+overrides it (``builtin`` step 5)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from simulator.population import Group
 from simulator.session import SimulatedSession, SimulationOptions, simulate_session
 
 SEED = 9173
-CSF_ERROR_ML = (-140.0, 0.0)
-"""Measured -95.5 ml with the T1 alone on the simulator's independent anatomy (-123 ml on the previous
-one; this test passes no T2 echo, so no outer CSF): a deficit, never an excess."""
+CSF_ERROR_ML = (-60.0, 0.0)
+"""Measured -37.8 ml with the T1 alone (this test passes no T2 echo, so no outer CSF from it), -95.5
+ml before the confident-CSF prior: a deficit, never an excess."""
 DEEP_GREY_ERROR_ML = (-16.0, 0.0)
 """Measured -11.0 ml on the independent anatomy, whose nuclei are found in the template's own
 intensities, not the builtin's ellipsoids (-0.2 ml on the previous simulator, whose nuclei were

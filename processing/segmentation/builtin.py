@@ -19,7 +19,16 @@ scipy, the MNI152 maps inside nilearn), needs no trained model, and gives partia
 5. fractions: each voxel's intensity unmixed into CSF, GM and WM with the registered atlas as a
    Gaussian prior (``unmixing``): the intensity decides what it can see, the atlas the
    three-tissue mixtures a single T1 intensity cannot tell from pure grey matter; not clipped,
-   so noise averages out instead of biasing pure tissue towards a mixture;
+   so noise averages out instead of biasing pure tissue towards a mixture. Where the EM is
+   confident a voxel is CSF (posterior > ``CONFIDENT_POSTERIOR``), its posterior replaces the
+   atlas as the prior: a T1 that dark is CSF whatever the template says, and the template is that
+   of a brain without atrophy. With the atlas there, a pure-CSF voxel where the template has white
+   matter was unmixed into ~0.6 CSF and the rest grey and (negative) white matter along the one
+   direction the T1 cannot see, so enlarged ventricles and widened sulci lost their CSF to the
+   cortex (13 subjects of the independent anatomy: CSF -50 ml, CGM TSC -2.9 mM bias, fitted CSF
+   ~170 mM; with the posterior prior +7 ml, +1.1 mM, 136 mM; ``docs/processing.md``). Voxels the
+   EM calls grey or white matter keep the atlas prior: at a ventricle's wall a CSF/white-matter
+   mixture reads as grey matter on the T1, and there the template's white matter is right;
 6. deep grey matter: all the parenchyma (grey and white fractions) inside the warped deep-grey
    regions, as an anatomical label of a nucleus holds the whole nucleus: on T1 the thalamus and
    pallidum are part way between grey and white matter (myelinated fibres run through them), so
@@ -151,9 +160,11 @@ def segment_builtin(
         )
     means = pure_tissue_levels(corrected, means)
     log.info("%s: pure-tissue levels CSF %.4g, GM %.4g, WM %.4g", t1_name, *means)
-    atlas = np.stack([csf_prior[intracranial], grey_prior[intracranial], white_prior[intracranial]])
-    atlas /= np.maximum(atlas.sum(axis=0, keepdims=True), 1e-6)
-    fractions = unmix(corrected[None, :], means[None, :], atlas, noise_sd=np.array([np.median(sds)]))
+    expected = np.stack([csf_prior[intracranial], grey_prior[intracranial], white_prior[intracranial]])
+    expected /= np.maximum(expected.sum(axis=0, keepdims=True), 1e-6)
+    confident_csf = posterior[:, 0] > CONFIDENT_POSTERIOR
+    expected[:, confident_csf] = posterior[confident_csf].T
+    fractions = unmix(corrected[None, :], means[None, :], expected, noise_sd=np.array([np.median(sds)]))
     maps = []
     for index in range(3):
         full = np.zeros(t1.shape, dtype=np.float32)
