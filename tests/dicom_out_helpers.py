@@ -155,7 +155,12 @@ class Export:
 def export_session(session: SimulatedSession, folder: Path) -> Export:
     """Every object kind of ``session``'s ground truth, exported under ``folder/export`` (< 1 s)."""
     results_dir = build_results_folder(session, folder / "results")
-    objects = export_results(results_dir, session.series_files["sodium"], folder / "export")
+    objects = export_results(
+        results_dir,
+        session.series_files["sodium"],
+        folder / "export",
+        versions_dir=folder / "result_versions",
+    )
     assert {item.kind for item in objects} == set(ObjectKind)
     return Export(folder / "export", objects)
 
