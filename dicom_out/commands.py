@@ -39,6 +39,7 @@ def export_command(args: argparse.Namespace) -> int:
         Path(args.out_dir),
         kinds=config.output.produce.kinds(),
         output=output,
+        versions_dir=config.storage.result_versions_dir,
     )
     for item in written:
         print(f"{item.kind.value:15s} {item.sop_instance_uid} {item.path}")

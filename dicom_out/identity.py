@@ -1,24 +1,39 @@
-"""What every object we create shares: its UIDs, series number, equipment and institution.
+"""What every object we create shares: its UIDs, series number and description, dates, equipment.
+
+UIDs are derived (``dicom_out.uids``) from the sodium series, the result version (number, content
+fingerprint and creation time, ``dicom_out.versions``), the kind and the part: a re-export of the
+same content keeps them, changed content gets new ones (and a new series per kind), so a PACS never
+keeps stale objects under a UID it already holds. The creation time is part of the UIDs because it
+is in the objects' bytes: a ledger started afresh (another node, a lost ledger) gives new UIDs, a
+duplicate series in PACS rather than a stale one.
 
 Series numbers: the sodium series' number plus ``series_number_offset`` plus the kind's rank
-(Parametric Map 0, MR fallback 1, SEG 2, SR 3, summary 4), so they sort after the scanner's series.
+(Parametric Map 0, MR fallback 1, SEG 2, SR 3, summary 4), so they sort after the scanner's series;
+a new version keeps the numbers (its Series Description says which version it is).
+
+Series, Content and Instance Creation Date/Time are the version's creation time (when its content
+was first exported), so re-exporting it writes byte-identical objects.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 
 from dicom_out.results import Results
 from dicom_out.uids import derived_uid
+from dicom_out.versions import ResultVersion
+from processing.measurements import Tissue
 from sodium_node.config_models import ObjectKind, OutputConfig
 
 MANUFACTURER = "sodium-node"
 MODEL_NAME = "sodium-node TSC"
 DEVICE_SERIAL_NUMBER = "1"
 KIND_RANK = {kind: rank for rank, kind in enumerate(ObjectKind)}
+RESEARCH_USE = "FOR RESEARCH USE ONLY - NOT FOR DIAGNOSTIC USE"
+"""On every object: in its Series Description (short form) and where the IOD has a place for text."""
+RESEARCH_USE_SHORT = "research use only"
 
 
 @dataclass(frozen=True)
@@ -43,65 +58,89 @@ def output_identity(output: OutputConfig) -> OutputIdentity:
     )
 
 
+def tissue_tracking_uid(results: Results, tissue: Tissue) -> str:
+    """The Tracking UID of ``tissue`` in this session's SEG segments and SR groups.
+
+    One per sodium series and tissue, the same in every object and every version: the SEG segment
+    and the SR group that measures it carry it, so a reader links them, and the SR of version 2
+    tracks the same tissue as version 1's.
+    """
+    return derived_uid(results.sodium.series_instance_uid, "tracking", tissue.value)
+
+
 @dataclass(frozen=True)
 class ObjectIdentity:
-    """The identity of one output object of one results folder."""
+    """The identity of one output object of one version of a result."""
 
     kind: ObjectKind
-    series_instance_uid: str
-    sop_instance_uid: str
     series_number: int
     pipeline_version: str
     sodium_series_uid: str
+    version: ResultVersion
     institution_name: str
     institution_department_name: str
 
-    def instance_uid(self, number: int) -> str:
-        """The SOP Instance UID of the ``number``-th instance of a multi-instance series (1-based)."""
-        return derived_uid(
-            pipeline_version=self.pipeline_version,
-            sodium_series_uid=self.sodium_series_uid,
-            kind=self.kind.value,
-            parts=("instance", str(number)),
-        )
-
     def uid(self, *parts: str) -> str:
-        """Another deterministic UID of this object (e.g. a tracking UID)."""
+        """A UID of this object of this version (``uid("series")``, ``uid("instance", "3")``, ...)."""
         return derived_uid(
-            pipeline_version=self.pipeline_version,
-            sodium_series_uid=self.sodium_series_uid,
-            kind=self.kind.value,
-            parts=parts,
+            self.sodium_series_uid,
+            self.pipeline_version,
+            f"v{self.version.number}",
+            self.version.fingerprint,
+            self.version.created_at.isoformat(),
+            self.kind.value,
+            *parts,
         )
 
+    @property
+    def series_instance_uid(self) -> str:
+        return self.uid("series")
 
-def object_identity(results: Results, kind: ObjectKind, output: OutputIdentity) -> ObjectIdentity:
-    version = results.measurements.pipeline_version
-    sodium_uid = results.sodium.series_instance_uid
+    @property
+    def sop_instance_uid(self) -> str:
+        return self.instance_uid(1)
+
+    def instance_uid(self, number: int) -> str:
+        """The SOP Instance UID of the ``number``-th instance of the series (1-based)."""
+        return self.uid("instance", str(number))
+
+    def series_description(self, what: str) -> str:
+        """``<what> v<n> (research use only)``: which result version, and that it is not diagnostic."""
+        return f"{what} v{self.version.number} ({RESEARCH_USE_SHORT})"
+
+    @property
+    def date(self) -> str:
+        return self.version.created_at.strftime("%Y%m%d")
+
+    @property
+    def time(self) -> str:
+        return self.version.created_at.strftime("%H%M%S")
+
+
+def object_identity(
+    results: Results, kind: ObjectKind, output: OutputIdentity, version: ResultVersion
+) -> ObjectIdentity:
     first = results.sodium.first
     return ObjectIdentity(
         kind=kind,
-        series_instance_uid=derived_uid(
-            pipeline_version=version, sodium_series_uid=sodium_uid, kind=kind.value, parts=("series",)
-        ),
-        sop_instance_uid=derived_uid(
-            pipeline_version=version, sodium_series_uid=sodium_uid, kind=kind.value, parts=("instance", "1")
-        ),
         series_number=int(first.get("SeriesNumber") or 0) + output.series_number_offset + KIND_RANK[kind],
-        pipeline_version=version,
-        sodium_series_uid=sodium_uid,
+        pipeline_version=results.measurements.pipeline_version,
+        sodium_series_uid=results.sodium.series_instance_uid,
+        version=version,
         institution_name=output.institution_name or str(first.get("InstitutionName", "")),
         institution_department_name=output.institution_department_name
         or str(first.get("InstitutionalDepartmentName", "")),
     )
 
 
-def content_date_time(results: Results) -> tuple[str, str]:
-    """Content Date/Time: the sodium series' (so that re-running gives byte-identical objects)."""
-    first = results.sodium.first
-    date = str(first.get("SeriesDate") or first.get("StudyDate") or dt.date(1970, 1, 1).strftime("%Y%m%d"))
-    time = str(first.get("SeriesTime") or first.get("StudyTime") or "000000")
-    return date, time
+def set_dates(dataset: Dataset, identity: ObjectIdentity) -> None:
+    """Series, Content and Instance Creation Date/Time, and highdicom's Contribution DateTime: the
+    version's creation time (see the module), where highdicom writes the time of the call."""
+    dataset.SeriesDate = dataset.ContentDate = dataset.InstanceCreationDate = identity.date
+    dataset.SeriesTime = dataset.ContentTime = dataset.InstanceCreationTime = identity.time
+    for item in dataset.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = identity.date + identity.time
 
 
 def set_institution(dataset: Dataset, identity: ObjectIdentity) -> None:

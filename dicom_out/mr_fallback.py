@@ -4,6 +4,12 @@ For PACS and viewers that cannot show a float Parametric Map: one MR Image Stora
 sodium frame, at the sodium frame's position, ``ImageType DERIVED\\SECONDARY``, referencing the
 sodium series as its source. Stored value SV gives TSC = SV x slope + intercept (mM); the slope is
 0.01 mM unless the map's range needs a coarser step, so values round-trip within slope / 2.
+
+Rescale Type (0028,1054) is an LO whose defined terms (HU, OD, US = unspecified, MGML, ...) have
+none for a concentration, so it holds the UCUM unit ``mmol/L``, which cannot be misread: ``MM``,
+which it was, reads as millimetres. This is the series
+viewers actually show (no Debian Orthanc viewer displays a float Parametric Map), so every image
+says it is for research use only, in its Series Description and its Image Comments.
 """
 
 from __future__ import annotations
@@ -23,20 +29,28 @@ from dicom_out.identity import (
     DEVICE_SERIAL_NUMBER,
     MANUFACTURER,
     MODEL_NAME,
+    RESEARCH_USE,
     ObjectIdentity,
     OutputIdentity,
-    content_date_time,
     object_identity,
+    set_dates,
     set_institution,
 )
-from dicom_out.parametric_map import BODY_PART, TSC_WINDOW_CENTER_MM, TSC_WINDOW_WIDTH_MM
+from dicom_out.parametric_map import (
+    BODY_PART,
+    TSC_WINDOW_CENTER_MM,
+    TSC_WINDOW_EXPLANATION,
+    TSC_WINDOW_WIDTH_MM,
+)
 from dicom_out.results import Results
+from dicom_out.versions import ResultVersion
 from sodium_node.config_models import ObjectKind
 
 log = logging.getLogger(__name__)
 
 FINEST_SLOPE_MM = 0.01
 SERIES_DESCRIPTION = "TSC map (mM) MR"
+RESCALE_TYPE = "mmol/L"
 PATIENT_AND_STUDY = (
     "PatientName",
     "PatientID",
@@ -84,7 +98,6 @@ def _frame_dataset(
     sodium = results.sodium
     source = sodium.first
     sop_instance_uid = identity.instance_uid(frame + 1)
-    date, time = content_date_time(results)
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
@@ -113,9 +126,9 @@ def _frame_dataset(
     ds.Modality = "MR"
     ds.SeriesInstanceUID = identity.series_instance_uid
     ds.SeriesNumber = identity.series_number
-    ds.SeriesDescription = SERIES_DESCRIPTION
-    ds.SeriesDate, ds.SeriesTime = date, time
-    ds.ContentDate, ds.ContentTime = date, time
+    ds.SeriesDescription = identity.series_description(SERIES_DESCRIPTION)
+    set_dates(ds, identity)
+    ds.ImageComments = RESEARCH_USE
     ds.BodyPartExamined = BODY_PART
     ds.PatientPosition = _source_value(source, "PatientPosition", "HFS")
     ds.Manufacturer = MANUFACTURER
@@ -151,10 +164,10 @@ def _frame_dataset(
     ds.PixelRepresentation = 0
     ds.RescaleSlope = f"{quantisation.slope_mM:.10g}"
     ds.RescaleIntercept = f"{quantisation.intercept_mM:.10g}"
-    ds.RescaleType = "MM"
+    ds.RescaleType = RESCALE_TYPE
     ds.WindowCenter = f"{TSC_WINDOW_CENTER_MM:g}"
     ds.WindowWidth = f"{TSC_WINDOW_WIDTH_MM:g}"
-    ds.WindowCenterWidthExplanation = "TSC 0-140 mM"
+    ds.WindowCenterWidthExplanation = TSC_WINDOW_EXPLANATION
     ds.PixelData = quantisation.stored(results.tsc_mM[frame]).tobytes()
     return ds
 
@@ -173,10 +186,10 @@ def _source_reference(results: Results, frame: int) -> Dataset:
 
 
 def write_mr_fallback(
-    results: Results, folder: Path, *, output: OutputIdentity = DEFAULT_OUTPUT
+    results: Results, folder: Path, *, version: ResultVersion, output: OutputIdentity = DEFAULT_OUTPUT
 ) -> list[Path]:
     """Write the TSC map as MR images ``MR_<nnnn>.dcm`` into ``folder``; returns paths in frame order."""
-    identity = object_identity(results, ObjectKind.MR_FALLBACK, output)
+    identity = object_identity(results, ObjectKind.MR_FALLBACK, output, version)
     quantisation = quantisation_for(results.tsc_mM)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []

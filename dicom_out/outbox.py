@@ -213,6 +213,42 @@ def _known_item_ids(config: NodeConfig, destination: str) -> set[str]:
     return known
 
 
+def _known_objects(config: NodeConfig, destination: str) -> dict[str, OutboxItem]:
+    """SOP Instance UID -> the item of it in any state of ``destination``'s outbox (receipts included)."""
+    known: dict[str, OutboxItem] = {}
+    for state in ItemState:
+        for item in items_in(config, destination, state):
+            known[item.sop_instance_uid] = item
+    return known
+
+
+def _refuse_changed_bytes_under_known_uids(
+    config: NodeConfig, exported: Sequence[ExportedObject], digests: dict[ExportedObject, str]
+) -> None:
+    """A PACS keeps the first object it got under a SOP Instance UID (Orthanc's default answers the
+    second C-STORE with success and keeps the first bytes): other bytes under a UID a destination
+    already has, or will get first, would be reported delivered while the PACS shows the old object.
+    Changed content gets new UIDs (``dicom_out.versions``), so this only happens if something wrote
+    objects outside that rule; nothing is queued then."""
+    conflicts = []
+    for destination in config.destinations:
+        known = _known_objects(config, destination.name)
+        for exported_object in exported:
+            earlier = known.get(exported_object.sop_instance_uid)
+            if earlier is not None and earlier.sha256 != digests[exported_object]:
+                conflicts.append(
+                    f"{exported_object.kind.value} {exported_object.sop_instance_uid} -> {destination.name} "
+                    f"(other bytes {earlier.state.value} since {time.ctime(earlier.first_queued_at)})"
+                )
+    if conflicts:
+        raise DeliveryError(
+            f"{len(conflicts)} objects have other content than the objects of the same SOP Instance UIDs "
+            f"already queued or delivered, and a PACS keeps the first object under a UID: "
+            f"{'; '.join(conflicts[:3])}{' ...' if len(conflicts) > 3 else ''}. Export the results again "
+            "(changed content gets new UIDs); nothing was queued"
+        )
+
+
 def _copy_durably(source: Path, target: Path) -> None:
     with source.open("rb") as reader, target.open("wb") as writer:
         shutil.copyfileobj(reader, writer, 1 << 20)
@@ -243,13 +279,23 @@ def enqueue(
     """Queue the objects of an export folder (``export.json``, or ``objects``) for every destination.
 
     Returns the items created; objects already in a destination's outbox with the same bytes (in
-    any state, done included) are not queued again.
+    any state, done included) are not queued again. Objects with other bytes under a SOP Instance UID
+    already in a destination's outbox are refused (``DeliveryError``, nothing queued).
     """
     now = time.time() if now is None else now
     exported = list(read_export(export_dir) if objects is None else objects)
     exported_kinds = {item.kind for item in exported}
     parametric_maps = [item.sop_instance_uid for item in exported if item.kind is ObjectKind.PARAMETRIC_MAP]
-    digests: dict[Path, str] = {}
+    digests: dict[ExportedObject, str] = {}
+    for exported_object in exported:
+        source = export_dir / exported_object.path
+        if not source.is_file():
+            raise DeliveryError(
+                f"{source}: listed in {export_dir}/export.json ({exported_object.kind.value} "
+                f"{exported_object.sop_instance_uid}) but missing; export the session again"
+            )
+        digests[exported_object] = _file_sha256(source)
+    _refuse_changed_bytes_under_known_uids(config, exported, digests)
     created: list[OutboxItem] = []
     for destination in config.destinations:
         known = _known_item_ids(config, destination.name)
@@ -259,14 +305,7 @@ def enqueue(
             if state is None:
                 continue
             source = export_dir / exported_object.path
-            if not source.is_file():
-                raise DeliveryError(
-                    f"{source}: listed in {export_dir}/export.json ({exported_object.kind.value} "
-                    f"{exported_object.sop_instance_uid}) but missing; export the session again"
-                )
-            if source not in digests:
-                digests[source] = _file_sha256(source)
-            sha256 = digests[source]
+            sha256 = digests[exported_object]
             item_id = _item_id(destination.name, exported_object.sop_instance_uid, sha256)
             if item_id in known:
                 continue

@@ -28,6 +28,7 @@ class Publisher:
             export_dir,
             kinds=self.config.output.produce.kinds(),
             output=output_identity(self.config.output),
+            versions_dir=self.config.storage.result_versions_dir,
         )
         queued = enqueue(export_dir, self.config, objects=exported)
         log.info("%s: %d objects exported, %d outbox items queued", export_dir, len(exported), len(queued))

@@ -6,7 +6,7 @@ fallback turned out unneeded; the bytes are already gone. It is kept
 that field existed, ``committed_at``, ``acknowledged_at`` or ``first_queued_at``), then its folder is
 moved into the destination's ``tmp/`` (atomic: a crash leaves no half receipt; `recover_outbox`
 clears ``tmp/``) and deleted. Once pruned, queueing the same export again sends it
-again (the PACS replaces it: same UIDs). Refused and dead letter
+again (same UIDs and bytes: the PACS keeps its one copy). Refused and dead letter
 items keep their bytes and are never pruned: an operator decides about them.
 """
 

@@ -2,7 +2,9 @@
 
 The page holds the TSC table beside the healthy controls of the paper (Brownlee et al., Table 2),
 the brain volumes, the QC verdicts with thumbnails of ``qc/*.png``, and a montage of the TSC map
-(0-140 mM) with a colour bar.
+(0-140 mM) with a colour bar. The patient's name and ID are drawn on the page, so Burned In
+Annotation is YES; the page, its Series Description and its Image Comments say research use only,
+and the page says which result version it shows and which it replaces.
 """
 
 from __future__ import annotations
@@ -15,10 +17,20 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
+from pydicom.valuerep import DA, TM
 
-from dicom_out.identity import DEFAULT_OUTPUT, MANUFACTURER, OutputIdentity, object_identity, set_institution
+from dicom_out.identity import (
+    DEFAULT_OUTPUT,
+    MANUFACTURER,
+    RESEARCH_USE,
+    OutputIdentity,
+    object_identity,
+    set_dates,
+    set_institution,
+)
 from dicom_out.parametric_map import BODY_PART, TSC_WINDOW_CENTER_MM, TSC_WINDOW_WIDTH_MM
 from dicom_out.results import Results
+from dicom_out.versions import ResultVersion
 from processing.measurements import Tissue, Verdict
 from processing.qc_pictures import wrap_text
 from sodium_node.config_models import ObjectKind
@@ -105,8 +117,8 @@ def _colour_bar(height: int) -> Image.Image:
     return bar
 
 
-def render_summary(results: Results) -> Image.Image:
-    """The summary page as an RGB image."""
+def render_summary(results: Results, *, version: ResultVersion) -> Image.Image:
+    """The summary page of ``version`` of ``results`` as an RGB image."""
     page = Image.new("RGB", PAGE_SIZE, BACKGROUND)
     draw = ImageDraw.Draw(page)
     title, text, small = _font(40), _font(24), _font(20)
@@ -121,13 +133,15 @@ def render_summary(results: Results) -> Image.Image:
         fill=GREY,
         font=small,
     )
+    replaces = f" (replaces v{version.replaces})" if version.replaces else ""
     draw.text(
         (50, 130),
-        f"sodium-node {m.pipeline_version}, PVC {m.pvc_method.value}, PSF FWHM {m.psf_fwhm_mm:.1f} mm. "
-        "Research use only.",
+        f"Result v{version.number}{replaces}, sodium-node {m.pipeline_version}, PVC {m.pvc_method.value}, "
+        f"PSF FWHM {m.psf_fwhm_mm:.1f} mm",
         fill=GREY,
         font=small,
     )
+    draw.text((50, 155), RESEARCH_USE, fill=VERDICT_COLOURS[Verdict.WARN], font=small)
     y = 190
     header = ("Tissue", "Mean (SD) mM", "Median", "Volume ml", "Healthy controls")
     columns_x = (50, 470, 700, 830, 990)
@@ -197,10 +211,12 @@ def render_summary(results: Results) -> Image.Image:
     return page
 
 
-def write_summary_page(results: Results, path: Path, *, output: OutputIdentity = DEFAULT_OUTPUT) -> Dataset:
-    """Render the summary page of ``results`` and write it as a Secondary Capture to ``path``."""
-    identity = object_identity(results, ObjectKind.SUMMARY, output)
-    pixels = np.asarray(render_summary(results), dtype=np.uint8)
+def write_summary_page(
+    results: Results, path: Path, *, version: ResultVersion, output: OutputIdentity = DEFAULT_OUTPUT
+) -> Dataset:
+    """Render the summary page of ``results`` (``version``); write it as a Secondary Capture to ``path``."""
+    identity = object_identity(results, ObjectKind.SUMMARY, output, version)
+    pixels = np.asarray(render_summary(results, version=version), dtype=np.uint8)
     image = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=results.sodium.first,
         pixel_array=pixels,
@@ -213,8 +229,17 @@ def write_summary_page(results: Results, path: Path, *, output: OutputIdentity =
         sop_instance_uid=identity.sop_instance_uid,
         instance_number=1,
         manufacturer=MANUFACTURER,
-        series_description=SERIES_DESCRIPTION,
+        series_description=identity.series_description(SERIES_DESCRIPTION),
+        content_date=identity.date,
+        content_time=identity.time,
+        series_date=identity.date,
+        series_time=identity.time,
     )
+    set_dates(image, identity)
+    image.DateOfSecondaryCapture = DA(identity.date)
+    image.TimeOfSecondaryCapture = TM(identity.time)
+    image.BurnedInAnnotation = "YES"  # the patient's name and ID are on the page
+    image.ImageComments = RESEARCH_USE
     image.ConversionType = "WSD"
     image.BodyPartExamined = BODY_PART
     image.PatientOrientation = []  # a page has no orientation (Type 2: present, empty)

@@ -255,6 +255,11 @@ class StorageConfig(Section):
     def dead_letter_dir(self) -> Path:
         return self.root / "dead_letter"
 
+    @property
+    def result_versions_dir(self) -> Path:
+        """One ledger per sodium series numbering its result versions (``dicom_out.versions``)."""
+        return self.root / "result_versions"
+
 
 class SessionsConfig(Section):
     """How received series are grouped into a session and when a session is ready."""

@@ -6,7 +6,9 @@ fractions there, so the tests need not wait for the processing pipeline.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -31,6 +33,7 @@ from processing.measurements import (
     Tissue,
     TissueMeasurement,
     Verdict,
+    read_measurements,
     write_measurements,
 )
 from simulator.session import SimulatedSession
@@ -138,6 +141,22 @@ def build_results_folder(session: SimulatedSession, folder: Path) -> Path:
     return folder
 
 
+def rescaled_results(folder: Path, target: Path, *, gain: float) -> Path:
+    """A copy of the results folder ``folder`` whose TSC is ``gain`` times higher, as a reprocessing
+    with another calibration would give: the map and every tissue's mean, SD and median change."""
+    shutil.copytree(folder, target)
+    tsc_image = nib.load(target / "tsc_mM.nii.gz")
+    tsc = np.asarray(tsc_image.get_fdata(dtype=np.float32)) * gain  # type: ignore[attr-defined]
+    _save(tsc, np.asarray(tsc_image.affine), target / "tsc_mM.nii.gz")  # type: ignore[attr-defined]
+    measurements = read_measurements(target)
+    tissues = tuple(
+        dataclasses.replace(m, mean_mM=m.mean_mM * gain, sd_mM=m.sd_mM * gain, median_mM=m.median_mM * gain)
+        for m in measurements.tissues
+    )
+    write_measurements(dataclasses.replace(measurements, tissues=tissues), target)
+    return target
+
+
 @dataclass(frozen=True)
 class Export:
     """An export folder of a simulated session and what `export_results` listed."""
@@ -155,7 +174,12 @@ class Export:
 def export_session(session: SimulatedSession, folder: Path) -> Export:
     """Every object kind of ``session``'s ground truth, exported under ``folder/export`` (< 1 s)."""
     results_dir = build_results_folder(session, folder / "results")
-    objects = export_results(results_dir, session.series_files["sodium"], folder / "export")
+    objects = export_results(
+        results_dir,
+        session.series_files["sodium"],
+        folder / "export",
+        versions_dir=folder / "result_versions",
+    )
     assert {item.kind for item in objects} == set(ObjectKind)
     return Export(folder / "export", objects)
 
