@@ -213,6 +213,11 @@ def _read_versions(path: Path) -> list[ResultVersion]:
 @contextmanager
 def open_ledger(versions_dir: Path, sodium_series_uid: str) -> Iterator[ResultLedger]:
     """The ledger of ``sodium_series_uid``, held exclusively (``flock``) until the block ends."""
+    if not pydicom.uid.UID(sodium_series_uid).is_valid:
+        raise ExportError(
+            f"sodium series UID {sodium_series_uid[:80]!r}: not a valid DICOM UID, so it cannot name "
+            "the series' result version ledger"
+        )
     versions_dir.mkdir(parents=True, exist_ok=True)
     path = versions_dir / f"{sodium_series_uid}.json"
     with (versions_dir / f".{sodium_series_uid}.lock").open("a") as lock:

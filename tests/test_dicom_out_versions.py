@@ -30,6 +30,7 @@ from dicom_out.export import ExportedObject, export_results
 from dicom_out.identity import tissue_tracking_uid
 from dicom_out.outbox import ItemState, enqueue, items_in
 from dicom_out.results import load_results
+from dicom_out.versions import open_ledger
 from processing.measurements import Tissue
 from simulator.session import SimulatedSession
 from sodium_node.config import load_config
@@ -166,6 +167,14 @@ def test_an_unreadable_ledger_is_an_error_naming_it(results: ResultsFolders, tmp
     ledger.write_text("{not json")
     with pytest.raises(ExportError, match=f"{ledger}: unreadable result version ledger"):
         _export(results, results.first, tmp_path / "export", versions, FIRST)
+
+
+def test_a_series_uid_that_is_not_a_uid_names_no_file(tmp_path: Path) -> None:
+    """A hostile Series Instance UID in a sodium file cannot place the ledger outside its folder."""
+    versions = tmp_path / "store" / "result_versions"
+    with pytest.raises(ExportError, match="not a valid DICOM UID"), open_ledger(versions, "../../escaped"):
+        pass
+    assert not any(tmp_path.rglob("escaped*"))
 
 
 def test_the_outbox_refuses_other_bytes_under_a_uid_it_holds(results: ResultsFolders, tmp_path: Path) -> None:
