@@ -36,7 +36,7 @@ class ProcessingSettings:
     segmentation: SegmentationSource = SegmentationSource.BUILTIN
     segmentation_command: tuple[str, ...] | None = None
     lesion_dilation_mm: float = 0.0
-    receive_field_correction: ReceiveFieldSource = ReceiveFieldSource.ESTIMATE
+    receive_field_correction: ReceiveFieldSource = ReceiveFieldSource.NONE
     registration: RegistrationSettings = field(default_factory=RegistrationSettings)
 
 

@@ -125,7 +125,7 @@ def test_default_config_has_the_documented_values() -> None:
     assert processing.segmentation is SegmentationMethod.BUILTIN
     assert processing.segmentation_command is None
     assert processing.lesion_dilation_mm == 0.0
-    assert processing.receive_field_correction is ReceiveFieldCorrection.ESTIMATE
+    assert processing.receive_field_correction is ReceiveFieldCorrection.NONE
     assert processing.registration.shrink_factors == (4, 2, 1)
     assert processing.registration.smoothing_sigmas_mm == (2.0, 1.0, 0.0)
 
