@@ -60,6 +60,7 @@ from dicom_out.outcomes import (
 from dicom_out.retention import prune_receipts
 from sodium_node.config_models import DestinationConfig, NodeConfig, ObjectKind
 from sodium_node.errors import DeliveryError
+from sodium_node.supervision import Supervisor
 
 __all__ = ["Deliverer", "DeliveryEvent", "DeliveryLock", "DeliveryReport", "Outcome", "deliver_once"]
 
@@ -365,14 +366,16 @@ class Deliverer:
     saved). Receipts older than ``storage.receipt_retention_days`` are pruned at start and hourly.
     """
 
-    def __init__(self, config: NodeConfig, *, interval_s: float = 1.0) -> None:
+    def __init__(
+        self, config: NodeConfig, *, interval_s: float = 1.0, supervisor: Supervisor | None = None
+    ) -> None:
         self.config = config
         self.interval_s = interval_s
         self.lock = DeliveryLock(config)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._pruned_at = 0.0
-        self._thread = threading.Thread(target=self._loop, name="sodium-node-delivery", daemon=True)
+        self._thread = (supervisor or Supervisor()).thread("sodium-node-delivery", self._loop)
 
     def start(self) -> None:
         self.lock.acquire(blocking=True)

@@ -12,7 +12,9 @@ Layout (``storage.outbox_dir/<destination>/``)::
     refused/<item>/    the destination refused the object's SOP class; the bytes are kept
     unneeded/<item>/   a held MR fallback whose Parametric Map was accepted: item.json only
 
-and ``storage.dead_letter_dir/<destination>/<item>/`` for objects given up on after
+and ``quarantined/<item>/`` for an item found at start whose item.json cannot be read
+(``quarantine.json`` says why; the bytes are kept), and
+``storage.dead_letter_dir/<destination>/<item>/`` for objects given up on after
 ``retry.max_age_hours``. Every state change is written into ``item.json`` (fsync) before the folder
 is renamed, so a restart resumes from disk alone: `recover_outbox` puts ``sending/`` back into
 ``queued/``. The object bytes are deleted only once the item is in ``done/`` or ``unneeded/``;
@@ -68,6 +70,8 @@ STATE_FOLDERS = tuple(state for state in ItemState if state is not ItemState.DEA
 SETTLED = (ItemState.DONE, ItemState.UNNEEDED)
 """Receipts only: the bytes are deleted on entry, the receipt after the retention period."""
 TEMPORARY = "tmp"
+QUARANTINED = "quarantined"
+QUARANTINE_FILE = "quarantine.json"
 
 
 @dataclass(frozen=True)
@@ -346,14 +350,45 @@ def enqueue(
     return created
 
 
+def quarantine_unreadable(config: NodeConfig, destination: str) -> int:
+    """Move items whose item.json cannot be read out of a destination's state folders, with the reason.
+
+    One damaged item must neither stop the node from starting nor block its destination.
+    """
+    moved = 0
+    for state in STATE_FOLDERS:
+        folder = state_dir(config, destination, state)
+        for entry in sorted(folder.iterdir()) if folder.is_dir() else ():
+            if not entry.is_dir() or not (entry / ITEM_JSON).is_file():
+                continue
+            try:
+                read_item(entry)
+            except DeliveryError as error:
+                target_parent = destination_dir(config, destination) / QUARANTINED
+                target_parent.mkdir(exist_ok=True)
+                target = target_parent / f"{state.value}-{entry.name}"
+                os.replace(entry, target)
+                fsync_directory(folder)
+                fsync_directory(target_parent)
+                write_json_durably(
+                    target / QUARANTINE_FILE,
+                    {"reason": str(error), "from": state.value, "quarantined_at": time.time()},
+                )
+                log.error("outbox item %s/%s quarantined to %s: %s", destination, entry.name, target, error)
+                moved += 1
+    return moved
+
+
 def recover_outbox(config: NodeConfig) -> int:
-    """After a restart: partial enqueues are removed, items left in sending/ go back to queued/."""
+    """After a restart: unreadable items are quarantined, partial enqueues are removed, items left in
+    sending/ go back to queued/."""
     resumed = 0
     root = config.storage.outbox_dir
     if not root.is_dir():
         return 0
     for name in destinations_on_disk(root):
         destination = root / name
+        quarantine_unreadable(config, name)
         temporary_root = destination / TEMPORARY
         if temporary_root.is_dir():
             for leftover in temporary_root.iterdir():

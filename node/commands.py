@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
+EXIT_SERVICE_DIED = 70
+"""EX_SOFTWARE: a service thread died; the service manager restarts the node, recovery takes over."""
 
 
 def _config(args: argparse.Namespace) -> NodeConfig:
@@ -59,8 +61,13 @@ def serve(args: argparse.Namespace) -> int:
         f"sodium-node listening as {config.network.ae_title} on {config.network.host}:{service.port}",
         flush=True,
     )
-    stop.wait()
+    while not stop.wait(0.5):
+        if service.supervisor.failed.is_set():
+            break
     service.stop()
+    if service.supervisor.failed.is_set():
+        log.critical("node stopped because %s; exit %d", service.supervisor.failure, EXIT_SERVICE_DIED)
+        return EXIT_SERVICE_DIED
     return EXIT_OK
 
 
@@ -79,8 +86,9 @@ def import_command(args: argparse.Namespace) -> int:
     print(
         f"{folder}: {summary.files} files, {summary.new_instances} new instances, "
         f"{summary.duplicates} duplicates, {quarantined} quarantined (see {config.storage.quarantine_dir})"
+        + (f", {summary.not_taken} not readable (see the log)" if summary.not_taken else "")
     )
-    return EXIT_OK
+    return EXIT_OK if not summary.not_taken else EXIT_FAILURE
 
 
 def classify_command(args: argparse.Namespace) -> int:

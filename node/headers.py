@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,8 @@ UID_PATTERN = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 """A DICOM UID: digits and dots only, so one can never name anything but a plain file."""
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+IS_RANGE = range(-(2**31), 2**31)
+"""An Integer String's values: -2^31 .. 2^31-1 (PS3.5 Table 6.2-1); anything larger is not DICOM."""
 
 
 class MalformedInstanceError(ReceiveError):
@@ -74,8 +77,12 @@ def read_header(path: Path, *, announced_sop_instance_uid: str | None) -> Instan
         dataset = pydicom.dcmread(path)
     except InvalidDicomError as error:
         raise MalformedInstanceError(f"not a DICOM Part 10 file: {error}") from None
-    except (EOFError, ValueError, KeyError, TypeError, OSError, NotImplementedError) as error:
+    except (EOFError, ValueError, KeyError, TypeError, OSError, NotImplementedError, zlib.error) as error:
+        # zlib.error: a Deflated Explicit VR Little Endian body that does not inflate.
         raise MalformedInstanceError(f"unreadable DICOM ({type(error).__name__}: {error})") from None
+    except RecursionError:
+        # pydicom reads sequences recursively: a hostile file can nest them thousands deep.
+        raise MalformedInstanceError("unreadable DICOM: sequences nested too deeply to parse") from None
     return header_from_dataset(dataset, announced_sop_instance_uid=announced_sop_instance_uid)
 
 
@@ -86,6 +93,8 @@ def header_from_dataset(dataset: Dataset, *, announced_sop_instance_uid: str | N
         raise
     except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError) as error:
         raise MalformedInstanceError(f"invalid header value ({type(error).__name__}: {error})") from None
+    except RecursionError:
+        raise MalformedInstanceError("invalid header: sequences nested too deeply to read") from None
 
 
 def _header(dataset: Dataset, announced: str | None) -> InstanceHeader:
@@ -145,10 +154,17 @@ def _text(dataset: Dataset, keyword: str) -> str:
 
 
 def _int(dataset: Dataset, keyword: str) -> int | None:
+    """An IS/US value as an int; outside the IS range it is refused (the index stores 64-bit integers)."""
     value = dataset.get(keyword)
     if value is None or value == "":
         return None
-    return int(value)
+    number = int(value)
+    if number not in IS_RANGE:
+        raise MalformedInstanceError(
+            f"{keyword} {str(getattr(value, 'original_string', value))[:40]!r} is outside the range of an "
+            "Integer String (-2^31 .. 2^31-1)"
+        )
+    return number
 
 
 def _float(dataset: Dataset, keyword: str) -> float | None:

@@ -21,6 +21,7 @@ from watchdog.observers import Observer
 
 from node.index import Origin, Source
 from node.receive import Receiver, identity_from_meta
+from sodium_node.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ class ImportSummary:
     files: int
     new_instances: int
     duplicates: int
+    not_taken: int = 0
+    """Files that could not be read or recorded (each named in the log)."""
 
 
 def is_candidate(path: Path) -> bool:
@@ -54,16 +57,22 @@ def import_file(receiver: Receiver, path: Path) -> bool:
 
 def import_folder(receiver: Receiver, folder: Path) -> ImportSummary:
     """Take every file under ``folder`` (recursively, sorted); the files themselves are left in place."""
-    files = new = duplicates = 0
+    files = new = duplicates = not_taken = 0
     for path in sorted(folder.rglob("*")):
         if not is_candidate(path):
             continue
         files += 1
-        if import_file(receiver, path):
+        try:
+            duplicate = import_file(receiver, path)
+        except (OSError, sqlite3.Error) as error:
+            log.error("%s: not imported (%s)", path, error)
+            not_taken += 1
+            continue
+        if duplicate:
             duplicates += 1
         else:
             new += 1
-    return ImportSummary(files, new, duplicates)
+    return ImportSummary(files, new, duplicates, not_taken)
 
 
 class _Events(FileSystemEventHandler):
@@ -79,7 +88,9 @@ class _Events(FileSystemEventHandler):
 class ImportWatcher:
     """Watches ``import_dir`` and takes each file once it has settled."""
 
-    def __init__(self, receiver: Receiver, import_dir: Path, *, settle_s: float) -> None:
+    def __init__(
+        self, receiver: Receiver, import_dir: Path, *, settle_s: float, supervisor: Supervisor | None = None
+    ) -> None:
         self.receiver = receiver
         self.import_dir = import_dir
         self.settle_s = settle_s
@@ -87,7 +98,7 @@ class ImportWatcher:
         self._lock = threading.Lock()
         self._observer = Observer()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="sodium-node-import", daemon=True)
+        self._thread = (supervisor or Supervisor()).thread("sodium-node-import", self._loop)
 
     def touch(self, path: Path) -> None:
         with self._lock:
@@ -104,7 +115,8 @@ class ImportWatcher:
         self._stop.set()
         self._observer.stop()
         self._observer.join()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
 
     def poll(self) -> int:
         """Take every settled file now; returns how many were taken."""

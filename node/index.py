@@ -208,8 +208,14 @@ class Index:
     def record_instance(
         self, *, announced: Announced, sha256: str, size_bytes: int, path: Path, origin: Origin
     ) -> RecordOutcome:
-        """Add a stored instance; the same UID with the same bytes is a duplicate, counted once."""
+        """Add a stored instance; the same UID with the same bytes is a duplicate, counted once.
+
+        Raises `FileNotFoundError` if ``path`` is gone: a quarantine released the spool file between
+        the spool write and this transaction (see `mark_quarantined`); the caller writes it again.
+        """
         with self.transaction() as connection:
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: spool file released while being recorded")
             existing = connection.execute(
                 "SELECT id, version FROM instances WHERE sop_instance_uid = ? AND sha256 = ?",
                 (announced.sop_instance_uid, sha256),
@@ -260,16 +266,63 @@ class Index:
     def indexed_paths(self) -> set[str]:
         return {row[0] for row in self.connection().execute("SELECT path FROM instances")}
 
-    def mark_quarantined(self, instance_id: int, *, reason: str, path: Path) -> None:
+    def mark_quarantined(self, instance_id: int, *, reason: str, path: Path, released: Path) -> None:
+        """The row now names its quarantined copy ``path``; ``released`` (its spool file) is deleted
+        only if no other row references it.
+
+        The spool is content-addressed, so rows of different SOP Instance UIDs can share one file
+        (the same data set announced under two UIDs, or imported under two file meta headers). The
+        check and the deletion happen inside the write transaction, and `record_instance` checks
+        that its file exists inside its own, so a concurrent receive of the same bytes either is
+        counted here (the file stays) or finds the file gone and writes it again.
+        """
         with self.transaction() as connection:
             connection.execute(
                 "UPDATE instances SET state = ?, reason = ?, path = ? WHERE id = ?",
                 (InstanceState.QUARANTINED.value, reason, self.relative(path), instance_id),
             )
+            _release_if_unreferenced(connection, self, released)
+
+    def adopt_sop_instance_uid(self, instance_id: int, sop_instance_uid: str) -> bool:
+        """Give an imported/recovered row the SOP Instance UID its data set holds (its file meta
+        header said another); False if that UID with the same bytes is already indexed: then this
+        row is a duplicate of that one, counted there, and removed."""
+        with self.transaction() as connection:
+            row = connection.execute(
+                "SELECT sha256, path FROM instances WHERE id = ?", (instance_id,)
+            ).fetchone()
+            existing = connection.execute(
+                "SELECT id FROM instances WHERE sop_instance_uid = ? AND sha256 = ? AND id != ?",
+                (sop_instance_uid, row["sha256"], instance_id),
+            ).fetchone()
+            if existing is not None:
+                connection.execute(
+                    "UPDATE instances SET duplicates = duplicates + 1 WHERE id = ?", (existing[0],)
+                )
+                connection.execute("DELETE FROM instances WHERE id = ?", (instance_id,))
+                _release_if_unreferenced(connection, self, self.absolute(str(row["path"])))
+                return False
+            latest = connection.execute(
+                "SELECT MAX(version) FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,)
+            ).fetchone()[0]
+            connection.execute(
+                "UPDATE instances SET sop_instance_uid = ?, version = ? WHERE id = ?",
+                (sop_instance_uid, 1 if latest is None else int(latest) + 1, instance_id),
+            )
+            return True
 
     def counts(self) -> dict[str, int]:
         rows = self.connection().execute("SELECT state, COUNT(*) FROM instances GROUP BY state")
         return {str(state): int(count) for state, count in rows}
+
+
+def _release_if_unreferenced(connection: sqlite3.Connection, index: Index, path: Path) -> None:
+    """Delete a spool file no index row names any more (called inside a write transaction)."""
+    referenced = connection.execute(
+        "SELECT 1 FROM instances WHERE path = ? LIMIT 1", (index.relative(path),)
+    ).fetchone()
+    if referenced is None:
+        path.unlink(missing_ok=True)
 
 
 def _instance_row(row: sqlite3.Row, index: Index) -> InstanceRow:

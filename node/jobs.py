@@ -5,6 +5,7 @@
     jobs/running/<job>    claimed by a worker (claim = atomic rename from pending/)
     jobs/done/<job>       finished
     jobs/failed/<job>     the runner raised: error.json beside the untouched inputs
+    jobs/quarantined/<job>  found at start with a job.json that cannot be read (quarantine.json says why)
 
 A job folder holds ``job.json`` and the session's instances, hard-linked from the spool as
 ``<role>/<series_instance_uid>/<sop_instance_uid>.dcm``. Every state change is made durable on disk
@@ -36,6 +37,28 @@ log = logging.getLogger(__name__)
 JOB_SCHEMA_VERSION = 1
 JOB_FILE = "job.json"
 ERROR_FILE = "error.json"
+QUARANTINED = "quarantined"
+QUARANTINE_FILE = "quarantine.json"
+
+
+class CorruptJobError(SessionError):
+    """A job folder whose job.json is missing, not JSON, or lacks what recovery needs."""
+
+
+def read_job_document(folder: Path) -> dict[str, Any]:
+    """``job.json`` with the fields recovery relies on checked; `CorruptJobError` otherwise."""
+    path = folder / JOB_FILE
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise CorruptJobError(f"{path}: cannot read the job description ({error})") from None
+    if not isinstance(document, dict):
+        raise CorruptJobError(f"{path}: not a JSON object")
+    if not isinstance(document.get("session_id"), str) or not document["session_id"]:
+        raise CorruptJobError(f"{path}: no session_id")
+    if not isinstance(document.get("attempts", 0), int):
+        raise CorruptJobError(f"{path}: attempts {str(document.get('attempts'))[:40]!r} is not a number")
+    return document
 
 
 class JobState(enum.Enum):
@@ -264,7 +287,11 @@ class JobQueue:
                     (SessionState.OPEN.value, session_id),
                 )
         for folder in sorted(self.state_dir(JobState.RUNNING).iterdir()):
-            attempts = int(json.loads((folder / JOB_FILE).read_text()).get("attempts", 1))
+            try:
+                attempts = int(read_job_document(folder).get("attempts", 1))
+            except CorruptJobError as error:
+                self._quarantine_folder(folder, str(error))
+                continue
             if attempts >= self.max_attempts:
                 job = Job(folder.name, JobState.RUNNING, folder, attempts)
                 self.finish(
@@ -282,11 +309,36 @@ class JobQueue:
                 self._update_document(self.state_dir(JobState.PENDING) / folder.name, JobState.PENDING)
                 log.warning("job %s was running when the node stopped: queued again", folder.name)
         for state in (JobState.PENDING, JobState.DONE, JobState.FAILED):
-            for folder in self.state_dir(state).iterdir():
-                document = json.loads((folder / JOB_FILE).read_text())
+            for folder in sorted(self.state_dir(state).iterdir()):
+                try:
+                    document = read_job_document(folder)
+                except CorruptJobError as error:
+                    self._quarantine_folder(folder, str(error))
+                    continue
                 if document.get("state") != state.value:
                     self._update_document(folder, state)
                 self._upsert_row(folder.name, document["session_id"], state, int(document.get("attempts", 0)))
+
+    def _quarantine_folder(self, folder: Path, reason: str) -> None:
+        """Move an unreadable job folder out of the queue with the reason; its row, if any, fails."""
+        quarantined = self.jobs_dir / QUARANTINED
+        quarantined.mkdir(exist_ok=True)
+        target = quarantined / folder.name
+        if target.exists():
+            target = quarantined / f"{folder.name}.{dt.datetime.now():%Y%m%dT%H%M%S%f}"
+        os.rename(folder, target)
+        fsync_directory(folder.parent)
+        fsync_directory(quarantined)
+        write_json_durably(
+            target / QUARANTINE_FILE,
+            {"reason": reason, "from": folder.parent.name, "quarantined_at": dt.datetime.now().isoformat()},
+        )
+        with self.index.transaction() as connection:
+            connection.execute(
+                "UPDATE jobs SET state = ?, error = ?, updated_at = ? WHERE job_id = ?",
+                (JobState.FAILED.value, f"quarantined: {reason}"[:500], time.time(), folder.name),
+            )
+        log.error("job folder %s quarantined to %s: %s", folder.name, target, reason)
 
     # --- queries ------------------------------------------------------------------------------------
 

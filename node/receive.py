@@ -20,8 +20,9 @@ from pydicom.filereader import read_file_meta_info
 from node.headers import MalformedInstanceError, read_header
 from node.index import Announced, Index, InstanceRow, InstanceState, Origin, RecordOutcome, Source
 from node.sessions import record_ingested
-from node.spool import Spool, quarantine_bytes
+from node.spool import Spool, StoredObject, quarantine_bytes
 from sodium_node.config import NodeConfig
+from sodium_node.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ class Accepted:
 
 
 class Receiver:
-    def __init__(self, config: NodeConfig, index: Index) -> None:
+    def __init__(self, config: NodeConfig, index: Index, *, supervisor: Supervisor | None = None) -> None:
         self.config = config
         self.index = index
         self.spool = Spool(config.storage.spool_dir, fsync=config.storage.fsync_before_ack)
@@ -42,19 +43,19 @@ class Receiver:
         self._thread: threading.Thread | None = None
         self._idle = threading.Event()
         self._idle.set()
+        self._supervisor = supervisor or Supervisor()
 
     # --- before the acknowledgement -------------------------------------------------------------
 
     def accept(self, data: bytes, *, announced: Announced, origin: Origin) -> Accepted:
         """Store durably and record; raises `OSError`/`sqlite3.Error` when that is not possible."""
         stored = self.spool.write(data)
-        outcome = self.index.record_instance(
-            announced=announced,
-            sha256=stored.sha256,
-            size_bytes=stored.size_bytes,
-            path=stored.path,
-            origin=origin,
-        )
+        try:
+            outcome = self._record(stored, announced, origin)
+        except FileNotFoundError:
+            # A quarantine released this content's spool file after `write` found it: write again.
+            stored = self.spool.write(data)
+            outcome = self._record(stored, announced, origin)
         if outcome.duplicate:
             log.info(
                 "duplicate of instance %s (same bytes) from %s: acknowledged, counted once",
@@ -72,6 +73,15 @@ class Receiver:
         self._idle.clear()
         self._pending.put(outcome.instance_id)
         return Accepted(outcome, stored.path)
+
+    def _record(self, stored: StoredObject, announced: Announced, origin: Origin) -> RecordOutcome:
+        return self.index.record_instance(
+            announced=announced,
+            sha256=stored.sha256,
+            size_bytes=stored.size_bytes,
+            path=stored.path,
+            origin=origin,
+        )
 
     def quarantine_unstored(self, data: bytes, *, reason: str, announced: Announced, origin: Origin) -> Path:
         """Keep bytes refused before they reached the spool (e.g. an unusable announced UID)."""
@@ -92,13 +102,27 @@ class Receiver:
         except MalformedInstanceError as error:
             self._quarantine(row, str(error))
             return
-        if row.source is not Source.NETWORK and row.sop_instance_uid != header.sop_instance_uid:
-            self.index.connection().execute(
-                "UPDATE instances SET sop_instance_uid = ? WHERE id = ?",
-                (header.sop_instance_uid, instance_id),
+        if (
+            row.source is not Source.NETWORK
+            and row.sop_instance_uid != header.sop_instance_uid
+            and not self.index.adopt_sop_instance_uid(instance_id, header.sop_instance_uid)
+        ):
+            log.info(
+                "%s: the same data set as instance %s already indexed (another file meta header): "
+                "counted as a duplicate",
+                row.peer_address or row.calling_ae_title,
+                header.sop_instance_uid,
             )
+            return
         outcome = record_ingested(self.index, row, header, self.config.sessions)
-        if outcome.ignored_late:
+        if outcome.other_patient:
+            self._quarantine(
+                row,
+                f"its Patient ID or Issuer of Patient ID differs from that of series "
+                f"{header.series_instance_uid} (session {outcome.session_id}): two patients under one "
+                "Series Instance UID are never merged",
+            )
+        elif outcome.ignored_late:
             self._quarantine(
                 row,
                 f"series {header.series_instance_uid} arrived after session {outcome.session_id} was "
@@ -115,7 +139,7 @@ class Receiver:
             reason=reason,
             details=_details(announced, origin),
         )
-        self.index.mark_quarantined(row.instance_id, reason=reason, path=target)
+        self.index.mark_quarantined(row.instance_id, reason=reason, path=target, released=row.path)
 
     def ingest_pending(self) -> int:
         """Ingest every instance stored but not yet read (e.g. acknowledged just before a crash)."""
@@ -143,13 +167,14 @@ class Receiver:
     # --- the ingest thread -----------------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="sodium-node-ingest", daemon=True)
+        self._thread = self._supervisor.thread("sodium-node-ingest", self._loop)
         self._thread.start()
 
     def stop(self) -> None:
         if self._thread is not None:
             self._pending.put(None)
-            self._thread.join()
+            if self._thread.is_alive():
+                self._thread.join()
             self._thread = None
 
     def wait_idle(self, timeout_s: float) -> bool:
@@ -178,9 +203,27 @@ class Receiver:
     def _ingest_logged(self, instance_id: int) -> None:
         try:
             self.ingest(instance_id)
-        except (OSError, sqlite3.Error) as error:
-            # Stays in state "stored": the next start ingests it again.
+        except (OSError, sqlite3.OperationalError) as error:
+            # The disk or the index is (for now) unusable: the instance stays "stored" and the next
+            # start ingests it again.
             log.error("could not ingest instance #%d: %s; retried at the next start", instance_id, error)
+        except Exception as error:  # the instance boundary: one instance never stops ingestion
+            # Whatever its bytes made the code raise would be raised again at every start: the
+            # instance is quarantined with the reason, the others go on.
+            log.debug("instance #%d could not be ingested", instance_id, exc_info=True)
+            self._quarantine_failed(instance_id, f"could not be ingested ({type(error).__name__}: {error})")
+
+    def _quarantine_failed(self, instance_id: int, reason: str) -> None:
+        try:
+            row = self.index.instance(instance_id)
+            if row.state is InstanceState.STORED:
+                self._quarantine(row, reason[:300])
+        except (OSError, sqlite3.Error) as error:
+            log.error(
+                "instance #%d: cannot quarantine it (%s); it stays stored, retried at the next start",
+                instance_id,
+                error,
+            )
 
 
 def _details(announced: Announced, origin: Origin) -> dict[str, str]:

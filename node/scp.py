@@ -3,6 +3,13 @@
 Handlers are plain functions bound at server start. They never raise: each failure is logged with
 the SOP Instance UID and the calling AE title and answered with a status code. A C-STORE is
 acknowledged (0x0000) only after its bytes are fsync'ed in the spool and recorded in the index.
+
+Before that, only checks on the bytes that cost little and cannot be made to cost more are made:
+the Affected SOP Instance UID is a UID, and a deflated data set inflates to its end (streamed in
+bounded chunks, nothing kept). The data set is not parsed here: a parse's cost grows with what a
+hostile sender puts in (sequences nested thousands deep, a deflate bomb), on the association's
+thread, while the sender waits under its DIMSE timeout. What only a parse can find is found at
+ingest, after the acknowledgement, and quarantined (docs/node.md, "Where a bad instance is stopped").
 """
 
 from __future__ import annotations
@@ -12,9 +19,11 @@ import socket
 import socketserver
 import sqlite3
 import threading
+import zlib
 from collections.abc import Callable
 from typing import Any
 
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode_file_meta
@@ -55,6 +64,29 @@ STATUS_CANNOT_UNDERSTAND = 0xC000
 """Error: Cannot understand - e.g. an Affected SOP Instance UID that is not a UID."""
 STATUS_PROCESSING_FAILURE = 0xC001
 """Error: Cannot understand (subcode 1) - an unexpected failure while storing; logged with a traceback."""
+
+
+INFLATE_CHUNK_BYTES = 1 << 20
+"""How much inflated output the deflate check holds at a time."""
+
+
+def deflate_problem(deflated: bytes) -> str:
+    """Why a Deflated Explicit VR Little Endian data set does not inflate to its end ('' if it does).
+
+    Inflated in chunks of at most `INFLATE_CHUNK_BYTES` that are dropped at once, so the check's
+    memory is bounded whatever the ratio.
+    """
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, PS3.5 A.5
+    pending = deflated
+    try:
+        while not inflater.eof:
+            output = inflater.decompress(pending, INFLATE_CHUNK_BYTES)
+            pending = inflater.unconsumed_tail
+            if not output and not pending:
+                return "the deflated data set ends before its deflate stream does (truncated)"
+    except zlib.error as error:
+        return f"the deflated data set does not inflate ({error})"
+    return ""
 
 
 class NoDelayAssociationServer(ThreadedAssociationServer):
@@ -108,6 +140,18 @@ def make_store_handler(receiver: Receiver) -> Callable[[Event], int]:
             )
             origin = Origin(Source.NETWORK, calling_ae_title, peer_address)
             data = encoded_with_origin(event, calling_ae_title=calling_ae_title, peer_address=peer_address)
+            problem = ""
+            if announced.transfer_syntax_uid == DeflatedExplicitVRLittleEndian:
+                problem = deflate_problem(event.encoded_dataset(include_meta=False))
+            if problem:
+                receiver.quarantine_unstored(data, reason=problem, announced=announced, origin=origin)
+                log.error(
+                    "C-STORE of %s from %s refused: %s (quarantined)",
+                    sop_instance_uid[:80],
+                    calling_ae_title,
+                    problem,
+                )
+                return STATUS_CANNOT_UNDERSTAND
             if not is_valid_uid(sop_instance_uid):
                 receiver.quarantine_unstored(
                     data,

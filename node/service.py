@@ -1,7 +1,9 @@
 """The running node: listener, ingest, import watcher, session monitor and job worker, from one config.
 
 `NodeService.start` first recovers from disk (partial spool writes, spool files without a row,
-instances not yet ingested, interrupted jobs), then starts the threads; `stop` ends them all.
+instances not yet ingested, interrupted jobs), then starts the threads; `stop` ends them all. The
+threads are made by one `Supervisor`: if one dies, `NodeService.failed` is set and `sodium-node
+serve` stops and exits non-zero (see sodium_node.supervision).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from node.sessions import (
 )
 from node.worker import JobRunner, Worker
 from sodium_node.config import NodeConfig
+from sodium_node.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -76,23 +79,25 @@ class SessionMonitor:
 class NodeService:
     def __init__(self, config: NodeConfig, runner: JobRunner, *, port: int | None = None) -> None:
         self.config = config
+        self.supervisor = Supervisor()
         self.index = open_index(config)
-        self.receiver = Receiver(config, self.index)
+        self.receiver = Receiver(config, self.index, supervisor=self.supervisor)
         self.queue = JobQueue(
             config.storage.jobs_dir, self.index, max_attempts=config.sessions.max_job_attempts
         )
         self.monitor = SessionMonitor(config, self.index, self.queue)
-        self.worker = Worker(self.queue, runner)
+        self.worker = Worker(self.queue, runner, supervisor=self.supervisor)
         self.watcher = ImportWatcher(
-            self.receiver, config.storage.import_dir, settle_s=config.storage.import_settle_s
+            self.receiver,
+            config.storage.import_dir,
+            settle_s=config.storage.import_settle_s,
+            supervisor=self.supervisor,
         )
-        self.deliverer = Deliverer(config)
+        self.deliverer = Deliverer(config, supervisor=self.supervisor)
         self._port = port
         self._server: ThreadedAssociationServer | None = None
         self._stop = threading.Event()
-        self._monitor_thread = threading.Thread(
-            target=self._monitor_loop, name="sodium-node-monitor", daemon=True
-        )
+        self._monitor_thread = self.supervisor.thread("sodium-node-monitor", self._monitor_loop)
 
     @property
     def port(self) -> int:
@@ -132,7 +137,8 @@ class NodeService:
             self._server.shutdown()
         self.watcher.stop()
         self.receiver.stop()
-        self._monitor_thread.join()
+        if self._monitor_thread.is_alive():
+            self._monitor_thread.join()
         self.worker.stop()
         self.deliverer.stop()
         log.info("node stopped")

@@ -53,6 +53,8 @@ class IngestOutcome:
     new_series: bool
     late: bool
     ignored_late: bool
+    other_patient: bool = False
+    """The series is known under another patient (Patient ID or issuer): not attached."""
 
 
 def session_id_for(patient_id: str, issuer: str, first_acquired_at: dt.datetime, series_uid: str) -> str:
@@ -74,6 +76,11 @@ def record_ingested(
         new_series = series is None
         if series is not None:
             session_id = str(series[0])
+            patient = connection.execute(
+                "SELECT patient_id, issuer_of_patient_id FROM sessions WHERE session_id = ?", (session_id,)
+            ).fetchone()
+            if (str(patient[0]), str(patient[1])) != (header.patient_id, header.issuer_of_patient_id):
+                return IngestOutcome(session_id, False, late=False, ignored_late=False, other_patient=True)
             connection.execute(
                 "UPDATE series SET last_received_at = ? WHERE series_instance_uid = ?",
                 (now, header.series_instance_uid),

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import secrets
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,8 +103,11 @@ class Spool:
 def quarantine_bytes(
     quarantine_dir: Path, *, data: bytes | None, source: Path | None, reason: str, details: dict[str, Any]
 ) -> Path:
-    """Keep a rejected instance with a reason file: moves ``source`` (same file system) or writes ``data``.
+    """Keep a rejected instance with a reason file: links ``source`` (a spool file) or writes ``data``.
 
+    ``source`` is hard-linked (copied if the file system refuses), never moved: other index rows may
+    name the same content-addressed spool file, and only the index can tell (see
+    `Index.mark_quarantined`, which releases the spool file when nothing else references it).
     Returns the quarantined file. Its name is derived from the content hash and the time, never from
     what the peer sent.
     """
@@ -120,13 +124,23 @@ def quarantine_bytes(
     reason_document.update(details)
     write_json_durably(target.with_suffix(".reason.json"), reason_document)
     if source is not None:
-        os.replace(source, target)
+        _link_or_copy(source, target)
         fsync_directory(quarantine_dir)
-        fsync_directory(source.parent)
     elif data is not None:
         write_bytes_durably(target, data)
     log.warning("quarantined %s: %s (%s)", target.name, reason, _describe(details))
     return target
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        pass  # the same bytes quarantined again within the same second: already kept
+    except OSError:
+        shutil.copy2(source, target)
+        with target.open("rb") as file:
+            os.fsync(file.fileno())
 
 
 def _describe(details: dict[str, Any]) -> str:

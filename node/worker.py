@@ -17,6 +17,7 @@ import pydicom
 
 from node.jobs import Job, JobQueue, JobSession, load_job_session
 from sodium_node.durable import write_json_durably
+from sodium_node.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +61,20 @@ class InventoryRunner:
 class Worker:
     """A thread that drains the queue; `wake` starts the next look at once."""
 
-    def __init__(self, queue: JobQueue, runner: JobRunner, *, poll_interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        queue: JobQueue,
+        runner: JobRunner,
+        *,
+        poll_interval_s: float = 1.0,
+        supervisor: Supervisor | None = None,
+    ) -> None:
         self.queue = queue
         self.runner = runner
         self.poll_interval_s = poll_interval_s
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="sodium-node-worker", daemon=True)
+        self._thread = (supervisor or Supervisor()).thread("sodium-node-worker", self._loop)
 
     def start(self) -> None:
         self._thread.start()
@@ -74,7 +82,8 @@ class Worker:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
 
     def wake(self) -> None:
         self._wake.set()
