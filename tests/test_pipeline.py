@@ -46,12 +46,12 @@ corrected): the field alone moves tissue means by up to ~2 mM (docs/processing.m
 noise ~1 mM at 40 mM; measured errors on this session are printed."""
 
 BUILTIN_TOLERANCE_MM = {Tissue.CORTICAL_GM: 3.0, Tissue.DEEP_GM: 2.0, Tissue.NAWM: 2.5}
-"""Builtin segmentation, whole pipeline, seed 11 (an atrophic RRMS subject of the independent anatomy,
-the study acquisition, +-10 % receive field, left uncorrected as the default now is): measured CGM
--2.04, DGM +0.85, NAWM -1.12 mM (with the field estimated: -1.59, -0.37, -0.85; before the EM's
-confident CSF overrode the non-atrophic atlas in the unmixing: -2.6, +4.9, +3.1). A regression guard with ~1.5 mM of room for the run-to-run spread of ITK's threaded
-registration and the calibration noise, not the goal: bench/accuracy.py gives the MAE over many
-subjects."""
+"""Builtin segmentation, whole pipeline, seed 11 (an atrophic RRMS subject of the independent anatomy, the
+study acquisition, +-10 % receive field, left uncorrected as the default now is): measured CGM -2.04,
+DGM +0.85, NAWM -1.12 mM (with the field estimated: -1.59, -0.37, -0.85; before the EM's confident CSF
+overrode the non-atrophic atlas in the unmixing: -2.6, +4.9, +3.1). A regression guard with ~1.5 mM of
+room for the run-to-run spread of ITK's threaded registration and the calibration noise, not the goal:
+bench/accuracy.py gives the MAE over many subjects."""
 
 
 def series_of(session: SimulatedSession, **extra: object) -> SessionSeries:
