@@ -128,6 +128,21 @@ def render_summary(results: Results) -> Image.Image:
         fill=GREY,
         font=small,
     )
+    failed, warned = m.checks_with(Verdict.FAIL), m.checks_with(Verdict.WARN)
+    if failed or warned:
+        # The outcome before any number: a failed result is marked at the top of the page.
+        banner = (
+            f"QC FAILED ({', '.join(c.step for c in failed)}): review before use"
+            if failed
+            else f"QC warnings ({', '.join(c.step for c in warned)})"
+        )
+        verdict = Verdict.FAIL if failed else Verdict.WARN
+        draw.text(
+            (50, 158),
+            wrap_text(banner, draw, PAGE_SIZE[0] - 100, font=small)[0],
+            fill=VERDICT_COLOURS[verdict],
+            font=small,
+        )
     y = 190
     header = ("Tissue", "Mean (SD) mM", "Median", "Volume ml", "Healthy controls")
     columns_x = (50, 470, 700, 830, 990)
