@@ -22,6 +22,7 @@ from dicom_out.outbox import (
     pending_items,
     recover_outbox,
 )
+from dicom_out.qc_gate import withheld_reason
 from sodium_node.config import NodeConfig, default_config_path, load_config
 
 EXIT_OK = 0
@@ -98,6 +99,10 @@ def send_command(args: argparse.Namespace) -> int:
     config = load_config(Path(args.config) if args.config else default_config_path())
     export_dir = Path(args.export_dir)
     uids = {item.sop_instance_uid for item in read_export(export_dir)}
+    withheld = withheld_reason(export_dir, config)
+    if withheld is not None:
+        print(withheld)
+        return EXIT_NOT_DELIVERED
     created = enqueue(export_dir, config)
     print(f"{export_dir}: {len(created)} objects queued for {len(config.destinations)} destinations")
     deadline = time.monotonic() + args.wait

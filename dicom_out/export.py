@@ -1,10 +1,11 @@
 """Write every DICOM object of a results folder into an export folder, one sub-folder per kind.
 
 ``export_results`` returns what it wrote (kind, path, SOP Class and Instance UIDs) and records it in
-``export.json``, which the delivery reads to queue the files per destination. It first resolves the
-result's version in the sodium series' ledger (``dicom_out.versions``): the same content as the
-latest version keeps its UIDs (byte-identical objects), changed content is a new version with new
-UIDs whose SR names the SR it replaces.
+``export.json``, which the delivery reads to queue the files per destination, and the results' QC
+verdict in ``qc.json`` (``qc_gate``: failed QC is sent only if ``output.send_failed_qc``). It first
+resolves the result's version in the sodium series' ledger (``dicom_out.versions``): the same content
+as the latest version keeps its UIDs (byte-identical objects), changed content is a new version with
+new UIDs whose SR names the SR it replaces.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pydicom
 from dicom_out.identity import DEFAULT_OUTPUT, OutputIdentity
 from dicom_out.mr_fallback import write_mr_fallback
 from dicom_out.parametric_map import write_parametric_map
+from dicom_out.qc_gate import write_export_quality
 from dicom_out.results import load_results
 from dicom_out.segmentation import write_segmentation
 from dicom_out.structured_report import report_reference, write_structured_report
@@ -108,6 +110,7 @@ def export_results(
     temporary = out_dir / (EXPORT_MANIFEST + ".part")
     temporary.write_text(json.dumps(manifest, indent=2) + "\n")
     temporary.replace(out_dir / EXPORT_MANIFEST)
+    write_export_quality(results.measurements, out_dir)
     log.info("%s: %d objects of result v%d in %s", results_dir, len(written), version.number, out_dir)
     return written
 

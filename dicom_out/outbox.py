@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from dicom_out.export import ExportedObject, read_export
+from dicom_out.qc_gate import withheld_reason
 from sodium_node.config_models import DestinationConfig, NodeConfig, ObjectKind
 from sodium_node.durable import fsync_directory, write_json_durably
 from sodium_node.errors import DeliveryError
@@ -284,8 +285,13 @@ def enqueue(
 
     Returns the items created; objects already in a destination's outbox with the same bytes (in
     any state, done included) are not queued again. Objects with other bytes under a SOP Instance UID
-    already in a destination's outbox are refused (``DeliveryError``, nothing queued).
+    already in a destination's outbox are refused (``DeliveryError``, nothing queued). An export whose
+    QC failed is not queued unless ``output.send_failed_qc`` (``qc_gate``).
     """
+    withheld = withheld_reason(export_dir, config)
+    if withheld is not None:
+        log.warning("%s", withheld)
+        return []
     now = time.time() if now is None else now
     exported = list(read_export(export_dir) if objects is None else objects)
     exported_kinds = {item.kind for item in exported}

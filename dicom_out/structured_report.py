@@ -213,6 +213,11 @@ def _quality_control(
     )
     evaluations = [
         hd.sr.QualitativeEvaluation(
+            name=private_code("qc-overall", "QC of the whole result"),
+            value=VERDICT_CODES[results.measurements.qc_verdict],
+        )
+    ] + [
+        hd.sr.QualitativeEvaluation(
             name=private_code(f"qc-{check.step}", f"QC {check.step}"), value=VERDICT_CODES[check.verdict]
         )
         for check in m.quality

@@ -141,8 +141,23 @@ def render_summary(results: Results, *, version: ResultVersion) -> Image.Image:
         fill=GREY,
         font=small,
     )
-    draw.text((50, 155), RESEARCH_USE, fill=VERDICT_COLOURS[Verdict.WARN], font=small)
-    y = 190
+    draw.text((50, 154), RESEARCH_USE, fill=VERDICT_COLOURS[Verdict.WARN], font=small)
+    failed, warned = m.checks_with(Verdict.FAIL), m.checks_with(Verdict.WARN)
+    if failed or warned:
+        # The outcome before any number: a failed result is marked at the top of the page.
+        banner = (
+            f"QC FAILED ({', '.join(c.step for c in failed)}): review before use"
+            if failed
+            else f"QC warnings ({', '.join(c.step for c in warned)})"
+        )
+        verdict = Verdict.FAIL if failed else Verdict.WARN
+        draw.text(
+            (50, 178),
+            wrap_text(banner, draw, PAGE_SIZE[0] - 100, font=small)[0],
+            fill=VERDICT_COLOURS[verdict],
+            font=small,
+        )
+    y = 214
     header = ("Tissue", "Mean (SD) mM", "Median", "Volume ml", "Healthy controls")
     columns_x = (50, 470, 700, 830, 990)
     for x, label in zip(columns_x, header, strict=True):

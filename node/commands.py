@@ -14,11 +14,12 @@ from dicom_out.publish import Publisher
 from node.classify import classify_folder
 from node.importer import import_folder
 from node.index import InstanceState
-from node.jobs import JobQueue
+from node.jobs import JobQuality, JobQueue, read_job_quality
 from node.processing_runner import ProcessingRunner
 from node.receive import Receiver
 from node.service import NodeService, open_index
 from node.sessions import SessionState, all_session_ids, evaluate_session, set_session_state
+from processing.measurements import Verdict
 from processing.settings import settings_from_config
 from sodium_node.config import NodeConfig, default_config_path, load_config
 
@@ -110,6 +111,17 @@ def classify_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def describe_quality(quality: JobQuality, *, send_failed_qc: bool) -> str:
+    """A job's QC for ``status``, e.g. ``QC FAIL (calibration, vial_snr): not sent (...)``."""
+    listed = quality.failed_checks or quality.warned_checks
+    text = f"QC {quality.verdict.value.upper()}" + (f" ({', '.join(listed)})" if listed else "")
+    if quality.verdict is Verdict.FAIL and not send_failed_qc:
+        return text + ": not sent (output.send_failed_qc = false)"
+    if quality.objects_queued is not None:
+        text += f": {quality.objects_queued} objects queued"
+    return text
+
+
 def status_command(args: argparse.Namespace) -> int:
     config = _config(args)
     index = open_index(config)
@@ -134,7 +146,17 @@ def status_command(args: argparse.Namespace) -> int:
                 f"{status.series_description}"
             )
         for job_id, state, attempts, error in queue.jobs_of(session_id):
-            print(f"  job {job_id}  {state.value}  attempts {attempts}{'  ' + error if error else ''}")
+            folder = queue.folder_of(job_id)
+            quality = None if folder is None else read_job_quality(folder)
+            described = (
+                ""
+                if quality is None
+                else "  " + describe_quality(quality, send_failed_qc=config.output.send_failed_qc)
+            )
+            print(
+                f"  job {job_id}  {state.value}  attempts {attempts}"
+                f"{'  ' + error if error else ''}{described}"
+            )
     for line in outbox_status_lines(config):
         print(line)
     return EXIT_OK

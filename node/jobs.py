@@ -28,6 +28,7 @@ from typing import Any
 
 from node.index import Index
 from node.sessions import SessionReport, SessionState
+from processing.measurements import Verdict
 from sodium_node.config import Role
 from sodium_node.durable import fsync_directory, write_json_durably
 from sodium_node.errors import SessionError
@@ -146,6 +147,45 @@ def _job_document(job_id: str, report: SessionReport, *, partial: bool, attempts
             for role, status in report.chosen.items()
         ],
     }
+
+
+@dataclass(frozen=True)
+class JobQuality:
+    """The QC outcome of a job's results, kept in ``job.json`` under ``qc``."""
+
+    verdict: Verdict
+    failed_checks: tuple[str, ...]
+    warned_checks: tuple[str, ...]
+    objects_queued: int | None
+    """Objects queued for the destinations; ``None`` when the runner does not publish."""
+
+
+def record_job_quality(folder: Path, quality: JobQuality) -> None:
+    path = folder / JOB_FILE
+    document = json.loads(path.read_text())
+    document["qc"] = {
+        "verdict": quality.verdict.value,
+        "failed_checks": list(quality.failed_checks),
+        "warned_checks": list(quality.warned_checks),
+        "objects_queued": quality.objects_queued,
+    }
+    write_json_durably(path, document)
+
+
+def read_job_quality(folder: Path) -> JobQuality | None:
+    """The ``qc`` entry of a job folder's ``job.json``; ``None`` before the job produced results."""
+    try:
+        entry = json.loads((folder / JOB_FILE).read_text()).get("qc")
+        if entry is None:
+            return None
+        return JobQuality(
+            Verdict(entry["verdict"]),
+            tuple(entry["failed_checks"]),
+            tuple(entry["warned_checks"]),
+            entry["objects_queued"],
+        )
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SessionError(f"{folder / JOB_FILE}: unreadable QC entry ({error})") from None
 
 
 def load_job_session(folder: Path) -> JobSession:

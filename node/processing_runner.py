@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from node.jobs import JobSession
+from node.jobs import JobQuality, JobSession, record_job_quality
+from processing.measurements import Verdict
 from processing.pipeline import process_session
 from processing.session_series import SessionSeries
 from processing.settings import ProcessingSettings
@@ -49,7 +50,9 @@ class Publish(Protocol):
 
 class ProcessingRunner:
     """Runs ``process_session`` on a job's series, then ``publish`` (export + outbox) if given; any
-    error fails the job (the worker records it and keeps the inputs)."""
+    error fails the job (the worker records it and keeps the inputs). A result whose QC failed is a
+    done job: its verdict, the checks that failed and how many objects were queued (none when
+    ``output.send_failed_qc`` is false) go into ``job.json`` for ``sodium-node status``."""
 
     def __init__(self, settings: ProcessingSettings, *, publish: Publish | None = None) -> None:
         self.settings = settings
@@ -59,7 +62,26 @@ class ProcessingRunner:
         series = session_series_of(session)
         results_dir = job_folder / RESULTS_FOLDER
         measurements = process_session(series, results_dir, self.settings)
-        log.info("job %s: %d tissue(s) measured", session.job_id, len(measurements.tissues))
+        verdict = measurements.qc_verdict
+        failed = [check.step for check in measurements.checks_with(Verdict.FAIL)]
+        log.log(
+            logging.WARNING if verdict is Verdict.FAIL else logging.INFO,
+            "job %s: %d tissue(s) measured, QC %s%s",
+            session.job_id,
+            len(measurements.tissues),
+            verdict.value,
+            f" ({', '.join(failed)})" if failed else "",
+        )
+        queued: Sequence[object] | None = None
         if self.publish is not None:
             queued = self.publish(results_dir, series.sodium, job_folder / EXPORT_FOLDER)
             log.info("job %s: %d objects queued for delivery", session.job_id, len(queued))
+        record_job_quality(
+            job_folder,
+            JobQuality(
+                verdict=verdict,
+                failed_checks=tuple(failed),
+                warned_checks=tuple(check.step for check in measurements.checks_with(Verdict.WARN)),
+                objects_queued=None if queued is None else len(queued),
+            ),
+        )

@@ -11,6 +11,10 @@ Layout of a job's results folder (names relative to it, recorded in ``files``)::
     mask_<tissue>.nii.gz           tissue probability (0..1) in sodium space, PSF-scaled
     qc/*.png                       calibration and registration QC pictures
     provenance.json                inputs' UIDs and hashes, package versions, config snapshot
+
+Besides the checks (``quality``), the document carries ``qc_verdict`` (the worst check's verdict:
+``fail`` marks the whole result as failed QC) and ``qc_failed_checks``; both are derived, recomputed
+when read.
 """
 
 from __future__ import annotations
@@ -147,6 +151,15 @@ class Measurements:
     def all_checks_passed(self) -> bool:
         return all(check.verdict is Verdict.PASS for check in self.quality)
 
+    @property
+    def qc_verdict(self) -> Verdict:
+        """The worst verdict of the checks: FAIL marks the whole result as failed QC."""
+        verdicts = {check.verdict for check in self.quality}
+        return next((v for v in (Verdict.FAIL, Verdict.WARN) if v in verdicts), Verdict.PASS)
+
+    def checks_with(self, verdict: Verdict) -> tuple[QualityCheck, ...]:
+        return tuple(check for check in self.quality if check.verdict is verdict)
+
 
 def _plain(value: Any) -> Any:
     if isinstance(value, enum.Enum):
@@ -164,6 +177,9 @@ def to_json_dict(measurements: Measurements) -> dict[str, Any]:
     document: dict[str, Any] = _plain(asdict(measurements))
     volumes = measurements.volumes
     document["volumes"].update(bpf=volumes.bpf, gmf=volumes.gmf, wmf=volumes.wmf)
+    # Derived, for readers that only look for the outcome (``from_json_dict`` recomputes them).
+    document["qc_verdict"] = measurements.qc_verdict.value
+    document["qc_failed_checks"] = [check.step for check in measurements.checks_with(Verdict.FAIL)]
     return document
 
 

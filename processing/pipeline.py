@@ -4,10 +4,12 @@ load -> calibrate -> register -> segment -> resample (PSF) -> partial-volume cor
 -> write. Each step is one function of the modules beside this one; this module only composes
 them, times them, and writes the results folder (layout in ``processing.measurements``).
 
-Nothing that looks like a result is written before every step has passed: QC pictures go to
-``qc/`` as the steps run (they explain a failure), but the TSC map, the masks, ``provenance.json``
-and, last, ``measurements.json`` are written only at the end. A stale ``measurements.json`` in the
-output folder is removed first, so a failed re-run cannot leave an old result behind.
+Nothing that looks like a result is written before every step has run: QC pictures go to ``qc/`` as
+the steps run (they explain a failure), but the TSC map, the masks, ``provenance.json`` and, last,
+``measurements.json`` are written only at the end. A stale ``measurements.json`` in the output folder
+is removed first, so a failed re-run cannot leave an old result behind. A step that leaves nothing to
+measure raises (see ``quality`` for which); every other doubt is a QC verdict (``quality.quality_checks``)
+and a FAIL is written like any result, marked as failed in ``measurements.json``.
 """
 
 from __future__ import annotations
@@ -25,30 +27,28 @@ import pydicom
 from tqdm import tqdm
 
 from processing.calibration import Calibration, calibrate
-from processing.csf_check import csf_consistency
 from processing.dicom_series import LoadedSeries, load_series
 from processing.lesion_masks import LesionMasks, read_lesion_seg
 from processing.measurements import (
     MEASUREMENTS_FILE,
     BrainVolumes,
     Measurements,
-    QualityCheck,
     SessionReference,
     Tissue,
     TissueMeasurement,
-    Verdict,
     write_measurements,
 )
 from processing.nifti_io import read_volume, write_volume
 from processing.provenance import write_provenance
 from processing.psf_resampling import resample_masks_to_sodium
+from processing.quality import quality_checks
 from processing.receive_field import (
-    MAX_GAIN_CHANGE,
     ReceiveFieldEstimate,
     VialReference,
     estimate_receive_field,
 )
 from processing.registration import RegistrationChain, register_chain
+from processing.registration_qc import ChainQuality, chain_quality
 from processing.resample import resample_onto
 from processing.segmentation.builtin import segment_builtin
 from processing.segmentation.external import read_external_maps, run_segmentation_command
@@ -64,7 +64,8 @@ log = logging.getLogger(__name__)
 
 STEPS = ("load", "calibrate", "register", "segment", "resample", "measure", "write")
 MIN_FOV_COVERAGE = 0.8
-"""Share of the segmented intracranial volume that must fall inside the sodium field of view."""
+"""Share of the segmented intracranial volume that must fall inside the sodium field of view, or the
+session is refused; below ``quality.FOV_COVERAGE``'s limits (0.95, 0.88) it is a warning or a failure."""
 MIN_BRAIN_SIGNAL_RATIO = 3.0
 """Sodium image: the 99th percentile must exceed this multiple of the median (air, noise floor)."""
 
@@ -157,65 +158,6 @@ def _segment(
     )
 
 
-def _quality(
-    inputs: SodiumSpaceInputs,
-    chain: RegistrationChain,
-    tissues: tuple[TissueMeasurement, ...],
-    settings: ProcessingSettings,
-    out_dir: Path,
-) -> tuple[QualityCheck, ...]:
-    def relative(path: Path | None) -> str | None:
-        return None if path is None else str(path.relative_to(out_dir))
-
-    calibration = inputs.calibration
-    low = min(settings.phantom_concentrations_mM)
-    checks = [
-        QualityCheck(
-            "calibration",
-            Verdict.WARN if calibration.qc.warnings else Verdict.PASS,
-            "zero_offset_mM",
-            abs(calibration.qc.zero_offset_mM or 0.0),
-            0.5 * low,
-            relative(calibration.qc.picture),
-            note="; ".join(calibration.qc.warnings),
-        )
-    ]
-    checks += [
-        QualityCheck(
-            step.name,
-            Verdict.PASS,
-            "mutual_information_nats",
-            step.mutual_information,
-            settings.registration.qc_min_mutual_information,
-            relative(step.qc_picture),
-        )
-        for step in chain.steps
-    ]
-    if inputs.receive_field is not None:
-        selection = inputs.receive_field.selection
-        checks.append(
-            QualityCheck(
-                "receive_field",
-                Verdict.WARN if selection.bounded else Verdict.PASS,
-                "tissue_gain_change",
-                selection.gain_change,
-                MAX_GAIN_CHANGE,
-                note=(
-                    f"{selection.rejected}: degree {selection.degree} applied" if selection.bounded else ""
-                ),
-            )
-        )
-    checks.append(
-        QualityCheck(
-            "segmentation_in_sodium_fov", Verdict.PASS, "coverage", inputs.coverage, MIN_FOV_COVERAGE
-        )
-    )
-    csf_check = csf_consistency(tissues, expected_mM=settings.csf_tsc_mM)
-    if csf_check is not None:
-        checks.append(csf_check)
-    return tuple(checks)
-
-
 @dataclass(frozen=True)
 class SessionAnalysis:
     """Everything up to the tissue maps in T1 space: what the sodium-space steps start from."""
@@ -229,6 +171,7 @@ class SessionAnalysis:
     volumes: BrainVolumes
     model: dict[str, Volume]
     """The PVC compartments in T1 space (``compartments``)."""
+    registration_qc: ChainQuality
 
     @property
     def sodium_name(self) -> str:
@@ -276,6 +219,21 @@ def analyse_session(
             settings=settings.registration,
             qc_folder=qc_folder,
         )
+        registration_qc = chain_quality(
+            [
+                (step.name, fixed, moving, step.transform)
+                for step, (fixed, moving) in zip(
+                    chain.steps,
+                    (
+                        (sodium, loaded["body_coil_pdt2"].echo(1)),
+                        (loaded["head_coil_pdt2"].echo(1), loaded["body_coil_pdt2"].echo(1)),
+                        (loaded["head_coil_pdt2"].echo(1), t1),
+                    ),
+                    strict=True,
+                )
+            ],
+            settings.registration,
+        )
     with timer.step("segment"), tempfile.TemporaryDirectory(prefix="sodium-seg-") as work:
         lesion_masks, t2_lesions = _lesions(series, t1)
         head_t2 = loaded["head_coil_pdt2"]
@@ -292,7 +250,9 @@ def analyse_session(
             t1_series=loaded["t1_3d"].header.name,
         )
         model = compartments(maps, t2_lesions=t2_lesions, lesion_dilation_mm=settings.lesion_dilation_mm)
-    return SessionAnalysis(series, loaded, calibration, chain, maps, lesion_masks, volumes, model)
+    return SessionAnalysis(
+        series, loaded, calibration, chain, maps, lesion_masks, volumes, model, registration_qc
+    )
 
 
 def tissues_in_sodium_space(
@@ -306,7 +266,7 @@ def tissues_in_sodium_space(
         t1_to_sodium=analysis.chain.t1_to_sodium,
         psf_fwhm_mm=psf_fwhm_mm,
     )
-    coverage = _fov_coverage(analysis.model, in_sodium)
+    coverage = fov_coverage(analysis.model, in_sodium)
     if coverage < MIN_FOV_COVERAGE:
         raise SegmentationError(
             f"segmentation of {analysis.t1_name}: only {coverage:.0%} of the intracranial volume falls "
@@ -417,7 +377,7 @@ def _write_results(
     if inputs.receive_field is not None:
         files["receive_field"] = "receive_field.nii.gz"
         write_volume(inputs.receive_field.field, out_dir / files["receive_field"])
-    quality = _quality(inputs, analysis.chain, tissues, settings, out_dir)
+    quality = quality_checks(analysis, inputs, tissues, settings, out_dir=out_dir)
     for check in quality:
         if check.picture is not None:
             files[f"qc_{check.step}"] = check.picture
@@ -450,7 +410,7 @@ def _write_results(
     return measurements
 
 
-def _fov_coverage(model: dict[str, Volume], in_sodium: dict[str, Volume]) -> float:
+def fov_coverage(model: dict[str, Volume], in_sodium: dict[str, Volume]) -> float:
     def ml(volume: Volume) -> float:
         return float(np.sum(volume.data, dtype=np.float64)) * float(np.prod(volume.voxel_size_mm)) / 1000.0
 

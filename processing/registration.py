@@ -8,9 +8,11 @@ composes them into ``sodium_to_t1`` and its inverse ``t1_to_sodium``.
 Each step: 6 degrees of freedom (Euler), Mattes mutual information, regular-step gradient descent
 with scales from physical shifts, multi-resolution (shrink factors and smoothing in mm). Images that
 share a frame of reference start from identity (their geometry is already right); others start
-from the centres of mass (moments). QC: the mutual information at the final transform (full
-resolution) must reach ``qc_min_mutual_information``; a step that fails stops the chain with a
-``RegistrationError`` naming the step and its QC picture (checkerboard and edge overlay).
+from the centres of mass (moments). The mutual information at the final transform (full resolution)
+must reach ``qc_min_mutual_information``, or the images have no anatomy in common: the step stops the
+chain with a ``RegistrationError`` naming the step and its QC picture (checkerboard and edge overlay).
+Above that floor the MI cannot tell a correct registration from one 40 mm off; the verdicts come from
+``registration_qc`` (is the transform the metric's optimum, is it a motion a patient makes).
 """
 
 from __future__ import annotations

@@ -489,6 +489,8 @@ class OutputConfig(Section):
     series_number_offset: Annotated[int, Field(ge=1, le=1_000_000)]
     institution_name: LongString
     institution_department_name: LongString
+    send_failed_qc: bool
+    """Whether results whose QC failed (a ``fail`` verdict) are queued for the destinations."""
     produce: ProducedObjects
 
 

@@ -16,6 +16,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from node.classify import classify_folder
+from processing.measurements import Verdict
 from processing.pipeline import process_session
 from processing.session_series import SessionSeries
 from processing.settings import settings_from_config
@@ -93,6 +94,8 @@ def process(args: argparse.Namespace) -> int:
             f"{tissue.tissue.value:7s} {tissue.mean_mM:7.2f} mM  (SD {tissue.sd_mM:.2f}, "
             f"{tissue.voxel_count} voxels, {tissue.method.value})"
         )
+    failed = [check.step for check in measurements.checks_with(Verdict.FAIL)]
+    print(f"QC {measurements.qc_verdict.value}" + (f": failed {', '.join(failed)}" if failed else ""))
     print(Path(args.out_dir) / "measurements.json")
     return EXIT_OK
 

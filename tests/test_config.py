@@ -130,6 +130,7 @@ def test_default_config_has_the_documented_values() -> None:
     assert processing.registration.smoothing_sigmas_mm == (2.0, 1.0, 0.0)
 
     assert config.output.series_number_offset == 1000
+    assert config.output.send_failed_qc is False
     assert config.output.produce.kinds() == frozenset(ObjectKind)
 
     (pacs,) = config.destinations
@@ -343,6 +344,18 @@ BAD_CONFIGS = [
         "storage.fsync_before_ack",
         "expected true or false",
         id="bool as string",
+    ),
+    pytest.param(
+        set_key("output", "send_failed_qc", value="no"),
+        "output.send_failed_qc",
+        "expected true or false",
+        id="send_failed_qc as string",
+    ),
+    pytest.param(
+        delete_key("output", "send_failed_qc"),
+        "output.send_failed_qc",
+        "missing key; expected true or false",
+        id="send_failed_qc missing",
     ),
     pytest.param(
         set_key("network", "port", value=0),

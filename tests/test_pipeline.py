@@ -15,7 +15,7 @@ import pydicom
 import pytest
 from quality_assertions import assert_checks_pass_but_csf
 
-from node.jobs import JobInstance, JobSeries, JobSession
+from node.jobs import JOB_FILE, JobInstance, JobSeries, JobSession, read_job_quality
 from node.processing_runner import RESULTS_FOLDER, ProcessingRunner
 from processing.dicom_series import load_series
 from processing.lesion_masks import read_lesion_seg
@@ -112,6 +112,7 @@ def test_runner_processes_a_job_folder(tmp_path: Path, classic_session: Simulate
             instances.append(JobInstance(str(dataset.SOPInstanceUID), "", target))
         series[role] = JobSeries(role, str(dataset.SeriesInstanceUID), "", None, "", True, tuple(instances))
     session = JobSession("job-1", "session-1", "P1", "", False, "", series)
+    (job_folder / JOB_FILE).write_text(json.dumps({"job_id": "job-1", "state": "running"}))
     ProcessingRunner(ProcessingSettings()).run(job_folder, session)
 
     results = job_folder / RESULTS_FOLDER
@@ -121,6 +122,9 @@ def test_runner_processes_a_job_folder(tmp_path: Path, classic_session: Simulate
     for role_file in measurements.files.values():
         assert (results / role_file).is_file(), role_file
     assert_checks_pass_but_csf(measurements)
+    quality = read_job_quality(job_folder)
+    assert quality is not None and quality.verdict is measurements.qc_verdict
+    assert quality.failed_checks == () and quality.objects_queued is None
     assert measurements.volumes.t2_lesion_ml > 0 and measurements.volumes.t1_lesion_ml is not None
     provenance = json.loads((results / "provenance.json").read_text())
     assert len(provenance["inputs"]["sodium"]) == len(classic_session.series_files["sodium"])
