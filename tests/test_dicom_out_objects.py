@@ -286,6 +286,7 @@ def test_structured_report_values_equal_measurements(classic_export: Exported) -
     assert values["qc-registration-mutual_information"][1] == "1"  # no unit suffix in this name
     verdicts = {e.name.value: e.value.value for e in quality.get_qualitative_evaluations()}
     assert verdicts == {
+        "qc-overall": "qc-pass",
         "qc-calibration": "qc-pass",
         "qc-registration": "qc-pass",
         "intended-use": "research-only",

@@ -6,6 +6,7 @@ dicom_out tests: the marking does not depend on how the verdict came about)."""
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +24,7 @@ from dicom_out.outbox import enqueue
 from dicom_out.qc_gate import QC_FILE
 from dicom_out.results import load_results
 from dicom_out.summary_page import VERDICT_COLOURS, render_summary
+from dicom_out.versions import ResultVersion
 from node.commands import describe_quality
 from node.jobs import JOB_FILE, JobQuality, read_job_quality, record_job_quality
 from processing.measurements import (
@@ -53,7 +55,12 @@ def _results(session: SimulatedSession, folder: Path, *, failed: bool) -> Path:
 def failed_export(classic_session: SimulatedSession, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("failed_qc")
     results = _results(classic_session, folder / "results", failed=True)
-    export_results(results, classic_session.series_files["sodium"], folder / "export")
+    export_results(
+        results,
+        classic_session.series_files["sodium"],
+        folder / "export",
+        versions_dir=folder / "result_versions",
+    )
     return folder
 
 
@@ -85,8 +92,9 @@ def test_failed_qc_is_marked_in_measurements_sr_and_export(failed_export: Path) 
 
 def _banner_pixels(results: Path, session: SimulatedSession) -> int:
     """Pixels of the failure colour in the band under the page's header lines."""
-    page = np.asarray(render_summary(load_results(results, session.series_files["sodium"])))
-    band = page[150:190]
+    version = ResultVersion(number=1, fingerprint="0" * 64, created_at=dt.datetime(2026, 12, 3, 12, 0))
+    page = np.asarray(render_summary(load_results(results, session.series_files["sodium"]), version=version))
+    band = page[170:210]
     return int(np.all(band == np.array(VERDICT_COLOURS[Verdict.FAIL]), axis=-1).sum())
 
 
