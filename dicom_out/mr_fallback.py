@@ -43,7 +43,7 @@ from dicom_out.parametric_map import (
     TSC_WINDOW_WIDTH_MM,
 )
 from dicom_out.results import Results
-from dicom_out.versions import ResultVersion
+from dicom_out.versions import PATIENT_AND_STUDY, ResultVersion
 from sodium_node.config_models import ObjectKind
 
 log = logging.getLogger(__name__)
@@ -51,24 +51,7 @@ log = logging.getLogger(__name__)
 FINEST_SLOPE_MM = 0.01
 SERIES_DESCRIPTION = "TSC map (mM) MR"
 RESCALE_TYPE = "mmol/L"
-PATIENT_AND_STUDY = (
-    "PatientName",
-    "PatientID",
-    "IssuerOfPatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "PatientAge",
-    "PatientWeight",
-    "StudyInstanceUID",
-    "StudyDate",
-    "StudyTime",
-    "StudyID",
-    "AccessionNumber",
-    "ReferringPhysicianName",
-    "StudyDescription",
-    "FrameOfReferenceUID",
-    "PositionReferenceIndicator",
-)
+COPIED_ATTRIBUTES = (*PATIENT_AND_STUDY, "FrameOfReferenceUID", "PositionReferenceIndicator")
 
 
 @dataclass(frozen=True)
@@ -108,7 +91,7 @@ def _frame_dataset(
     ds.ImageType = ["DERIVED", "SECONDARY", "OTHER", "TSC"]
     ds.SOPClassUID = MRImageStorage
     ds.SOPInstanceUID = UID(sop_instance_uid)
-    for keyword in PATIENT_AND_STUDY:
+    for keyword in COPIED_ATTRIBUTES:
         if keyword in source:
             setattr(ds, keyword, source[keyword].value)
     for keyword in (

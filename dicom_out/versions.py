@@ -46,7 +46,7 @@ LEDGER_SCHEMA_VERSION = 1
 OBJECT_FORMAT = 2
 """The writers' output format: raise it whenever a writer writes other bytes for the same results
 (a new attribute, another code or unit), so that the changed objects get new UIDs."""
-COPIED_FROM_SODIUM = (
+PATIENT_AND_STUDY = (
     "PatientName",
     "PatientID",
     "IssuerOfPatientID",
@@ -61,6 +61,10 @@ COPIED_FROM_SODIUM = (
     "AccessionNumber",
     "ReferringPhysicianName",
     "StudyDescription",
+)
+"""The patient and study attributes every object copies from the sodium series."""
+COPIED_FROM_SODIUM = (
+    *PATIENT_AND_STUDY,
     "SeriesNumber",
     "SeriesDescription",
     "InstitutionName",
