@@ -1,16 +1,20 @@
 """TSC accuracy against the simulator's truth, over simulated subjects of the four groups.
 
-For each subject: simulate a session (default protocol: SNR 8, receive field on, PSF 1.6 x voxel),
-run the pipeline's steps up to the tissue maps once (load, calibrate, register, segment), then
-measure every PVC method with the PSF width as configured and misjudged by -20 % / +20 %, and
-with the receive-field correction off ("no field"), with the builtin segmentation and, for
-reference, with the simulator's own tissue maps (isolates the error the segmenter adds). Prints
-MAE and bias per tissue vs ground truth, the goal lines of issue 6, and whether the group
-ordering of the truth is recovered.
+For each subject: simulate a session (default protocol: SNR 8, drawn receive field, PSF, vials and
+atrophy), run the pipeline's steps up to the tissue maps once (load, calibrate, register, segment),
+then measure every PVC method with the default configuration ("default": the PSF the vials show,
+``psf_source = "vials"``, and the configured receive-field handling), with that PSF forced 20 %
+narrower / wider ("psf -20%" / "psf +20%": what a vial fit misled by another PSF shape would give),
+and with the other receive-field choice (estimated if the default is none, and vice versa), with the
+builtin segmentation and, for reference, with the simulator's own tissue maps (isolates the error
+the segmenter adds). Prints MAE and bias per tissue vs ground truth, issue 12's goal lines, the CGM
+error against BPF, and whether the group ordering of the truth is recovered.
 
-    .venv/bin/python bench/accuracy.py [--subjects 20] [--work DIR] [--keep]
+    .venv/bin/python bench/accuracy.py [--subjects 24] [--seed-base 7000] [--work DIR] [--keep]
+    .venv/bin/python bench/accuracy.py --rows WORK1/accuracy.jsonl WORK2/accuracy.jsonl   # summary only
 
-Per-subject rows are also written as JSON lines to ``WORK/accuracy.jsonl``.
+Per-subject rows are also written as JSON lines to ``WORK/accuracy.jsonl`` (two runs on different
+seed ranges can go in parallel and be summarised together with ``--rows``).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from sodium_node.config import default_config_path, load_config
 from sodium_node.process_command import files_by_role, session_series_from_roles
 
 GROUPS = (Group.HC, Group.CIS, Group.RRMS, Group.SPMS)
-NOMINAL_PSF = "psf as simulated"
+NOMINAL_PSF = "default"
 PSF_MISJUDGED = {NOMINAL_PSF: 1.0, "psf -20%": 0.8, "psf +20%": 1.2}
 MAIN_TISSUES = (Tissue.CORTICAL_GM, Tissue.DEEP_GM, Tissue.NAWM)
 REPORTED_TISSUES = (*MAIN_TISSUES, Tissue.LESION, Tissue.CSF)
@@ -131,9 +135,19 @@ def measure_subject(
     truth = true_tsc(session.ground_truth)
     nominal_fwhm_mm = psf_fwhm_mm(builtin, settings)
     rows = []
-    without_field = dataclasses.replace(settings, receive_field_correction=ReceiveFieldSource.NONE)
+    other_field = (
+        ReceiveFieldSource.ESTIMATE
+        if settings.receive_field_correction is ReceiveFieldSource.NONE
+        else ReceiveFieldSource.NONE
+    )
     variants = [(psf_label, factor, settings) for psf_label, factor in PSF_MISJUDGED.items()]
-    variants.append((f"{NOMINAL_PSF}, no field", 1.0, without_field))
+    variants.append(
+        (
+            f"field {other_field.value}",
+            1.0,
+            dataclasses.replace(settings, receive_field_correction=other_field),
+        )
+    )
     for (segmentation, analysis), (psf_label, factor, variant_settings) in itertools.product(
         analyses.items(), variants
     ):
@@ -152,6 +166,11 @@ def measure_subject(
                     "psf": psf_label,
                     "method": method.value,
                     "measured": {m.tissue.value: m.mean_mM for m in measured},
+                    "psf_fwhm_mm": {
+                        "used": factor * nominal_fwhm_mm,
+                        "fitted": builtin.calibration.fitted_psf_fwhm_mm,
+                        "simulated": float(session.ground_truth["parameters"]["psf_fwhm_mm"]),
+                    },
                     "truth": truth,
                     "volumes_ml": {
                         "tiv": builtin.volumes.tiv_ml,
@@ -213,7 +232,7 @@ def goal_lines(rows: list[dict[str, Any]], default_method: str) -> None:
 
 def error_against_atrophy(rows: list[dict[str, Any]], default_method: str) -> None:
     """The CGM error must not follow atrophy: its slope and correlation against the true BPF."""
-    print("\nCGM error vs true BPF (default method, as simulated PSF):")
+    print("\nCGM error vs true BPF (default method and configuration):")
     for segmentation in ("builtin", "truth"):
         chosen = [
             r
@@ -234,7 +253,7 @@ def error_against_atrophy(rows: list[dict[str, Any]], default_method: str) -> No
 
 
 def by_group(rows: list[dict[str, Any]], default_method: str) -> None:
-    """MAE / bias per group and tissue, builtin segmentation, default method, as simulated PSF."""
+    """MAE / bias per group and tissue, builtin segmentation, default method and configuration."""
     print("\nBy group (builtin, default method): MAE / bias (mM)")
     chosen = [
         r
@@ -284,22 +303,49 @@ def group_ordering(rows: list[dict[str, Any]], default_method: str) -> None:
     print(f"  pairwise group orderings recovered: {agreed}/{total}")
 
 
+def psf_line(rows: list[dict[str, Any]]) -> None:
+    """How well the vials measure the PSF the simulator applied (one value per subject)."""
+    per_subject = {r["seed"]: r["psf_fwhm_mm"] for r in rows if "psf_fwhm_mm" in r}
+    if not per_subject:
+        return
+    ratio = np.array([p["fitted"] / p["simulated"] for p in per_subject.values()])
+    simulated = [p["simulated"] for p in per_subject.values()]
+    print(
+        f"\nPSF FWHM fitted on the vials / simulated: mean {ratio.mean():.3f}, range {ratio.min():.3f}-"
+        f"{ratio.max():.3f} (simulated {min(simulated):.1f}-{max(simulated):.1f} mm, {len(ratio)} subjects)"
+    )
+
+
+def summarise(rows: list[dict[str, Any]], default_method: str) -> None:
+    summary_table(rows)
+    goal_lines(rows, default_method)
+    group_ordering(rows, default_method)
+    error_against_atrophy(rows, default_method)
+    by_group(rows, default_method)
+    psf_line(rows)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--subjects", type=int, default=20, help="spread evenly over HC, CIS, RRMS, SPMS")
+    parser.add_argument("--subjects", type=int, default=24, help="spread evenly over HC, CIS, RRMS, SPMS")
     parser.add_argument("--seed-base", type=int, default=SEED_BASE)
     parser.add_argument("--work", type=Path, help="keep sessions and rows here (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the simulated sessions")
+    parser.add_argument("--rows", type=Path, nargs="+", help="summarise these accuracy.jsonl files only")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("bench").setLevel(logging.INFO)
     config = load_config(default_config_path())
     settings = settings_from_config(config.processing)
+    if args.rows:
+        rows = [json.loads(line) for path in args.rows for line in path.read_text().splitlines() if line]
+        summarise(rows, settings.pvc_method.value)
+        return 0
     work = args.work or Path(tempfile.mkdtemp(prefix="sodium-accuracy-"))
     work.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
+    rows = []
     with (work / "accuracy.jsonl").open("w") as out:
         for index in range(args.subjects):
             seed, group = args.seed_base + index, GROUPS[index % len(GROUPS)]
@@ -310,11 +356,7 @@ def main() -> int:
             rows += subject_rows
             if not args.keep:
                 shutil.rmtree(work / f"subject-{seed}", ignore_errors=True)
-    summary_table(rows)
-    goal_lines(rows, settings.pvc_method.value)
-    group_ordering(rows, settings.pvc_method.value)
-    error_against_atrophy(rows, settings.pvc_method.value)
-    by_group(rows, settings.pvc_method.value)
+    summarise(rows, settings.pvc_method.value)
     print(f"\nrows: {work / 'accuracy.jsonl'}")
     return 0
 

@@ -54,7 +54,7 @@ from processing.segmentation.builtin import segment_builtin
 from processing.segmentation.external import read_external_maps, run_segmentation_command
 from processing.segmentation.tissue_maps import TissueMaps, brain_volumes, compartments
 from processing.session_series import SessionSeries
-from processing.settings import ProcessingSettings, ReceiveFieldSource, SegmentationSource
+from processing.settings import ProcessingSettings, PsfSource, ReceiveFieldSource, SegmentationSource
 from processing.tissue_tsc import measure_tissues
 from processing.volume import Volume
 from sodium_node import __version__
@@ -327,6 +327,11 @@ def configured_psf_fwhm_mm(sodium: Volume, settings: ProcessingSettings) -> floa
 
 
 def psf_fwhm_mm(analysis: SessionAnalysis, settings: ProcessingSettings) -> float:
+    """The PSF width the tissue maps are blurred with (``processing.psf_source``): by default the one
+    the vials' edges show on this session's image, which the calibration's QC holds within
+    ``PSF_AGREEMENT`` of the configured width."""
+    if settings.psf_source is PsfSource.VIALS:
+        return analysis.calibration.fitted_psf_fwhm_mm
     return configured_psf_fwhm_mm(analysis.calibration.tsc_mM, settings)
 
 

@@ -17,6 +17,15 @@ class SegmentationSource(enum.Enum):
     EXTERNAL = "external"
 
 
+class PsfSource(enum.Enum):
+    """Where the PSF width of the tissue maps comes from (mirrors ``processing.psf_source``)."""
+
+    VIALS = "vials"
+    """The width the vial fit measures on the session's own image (``Calibration.fitted_psf_fwhm_mm``)."""
+    CONFIGURED = "configured"
+    """``psf_fwhm_factor`` x the nominal voxel size."""
+
+
 class ReceiveFieldSource(enum.Enum):
     """How the sodium coil's receive field is corrected (mirrors ``processing.receive_field_correction``)."""
 
@@ -30,7 +39,9 @@ class ProcessingSettings:
     phantom_concentrations_mM: tuple[float, float] = (40.0, 80.0)
     phantom_erosion_voxels: int = 2
     psf_fwhm_factor: float = 1.6
-    """PSF full width at half maximum as a multiple of the sodium image's nominal voxel size."""
+    """PSF full width at half maximum as a multiple of the sodium image's nominal voxel size: the
+    tissue maps' PSF with ``psf_source`` configured, else where the vial fit starts."""
+    psf_source: PsfSource = PsfSource.VIALS
     csf_tsc_mM: float = 140.0
     pvc_method: PvcMethod = PvcMethod.GTM
     segmentation: SegmentationSource = SegmentationSource.BUILTIN
@@ -49,6 +60,7 @@ def settings_from_config(config: ProcessingConfig) -> ProcessingSettings:
         ),
         phantom_erosion_voxels=config.phantom_erosion_voxels,
         psf_fwhm_factor=config.psf_fwhm_factor,
+        psf_source=PsfSource(config.psf_source.value),
         csf_tsc_mM=config.csf_tsc_mM,
         pvc_method=PvcMethod(config.pvc_method.value),
         segmentation=SegmentationSource(config.segmentation.value),

@@ -105,6 +105,13 @@ class ReceiveFieldCorrection(enum.Enum):
     NONE = "none"
 
 
+class PsfSource(enum.Enum):
+    """Where the sodium image's PSF width comes from: measured on the vials' edges, or configured."""
+
+    VIALS = "vials"
+    CONFIGURED = "configured"
+
+
 class SegmentationMethod(enum.Enum):
     """Tissue segmentation of the 3D T1: built in, or external maps (sent with the session or made
     by ``segmentation_command``)."""
@@ -435,6 +442,7 @@ class ProcessingConfig(Section):
     phantom_concentrations_mM: tuple[PositiveMillimolar, PositiveMillimolar]
     phantom_erosion_voxels: Annotated[int, Field(ge=2)]
     psf_fwhm_factor: Annotated[float, Field(gt=0)]
+    psf_source: PsfSource
     csf_tsc_mM: PositiveMillimolar
     pvc_method: PvcMethod
     segmentation: SegmentationMethod

@@ -18,6 +18,7 @@ from sodium_node.config import (
     MrAcquisitionType,
     NodeConfig,
     ObjectKind,
+    PsfSource,
     PvcMethod,
     ReceiveFieldCorrection,
     Role,
@@ -120,6 +121,7 @@ def test_default_config_has_the_documented_values() -> None:
     processing = config.processing
     assert processing.phantom_concentrations_mM == (40.0, 80.0)
     assert (processing.phantom_erosion_voxels, processing.psf_fwhm_factor) == (2, 1.6)
+    assert processing.psf_source is PsfSource.VIALS
     assert processing.csf_tsc_mM == 140.0
     assert processing.pvc_method is PvcMethod.GTM
     assert processing.segmentation is SegmentationMethod.BUILTIN

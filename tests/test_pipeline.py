@@ -118,6 +118,9 @@ def test_runner_processes_a_job_folder(tmp_path: Path, classic_session: Simulate
     results = job_folder / RESULTS_FOLDER
     measurements = read_measurements(results)
     assert measurements.segmentation == "builtin" and measurements.pvc_method is PvcMethod.GTM
+    assert measurements.psf_fwhm_mm == pytest.approx(
+        classic_session.ground_truth["parameters"]["psf_fwhm_mm"], rel=0.08
+    ), "the PSF the vials show (psf_source = vials) is the simulated one"
     assert {t.tissue for t in measurements.tissues} == set(Tissue)
     for role_file in measurements.files.values():
         assert (results / role_file).is_file(), role_file
