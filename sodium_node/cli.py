@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from sodium_node import __version__
 from sodium_node.errors import SodiumNodeError
+from sodium_node.log_privacy import withhold_dicom_values
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ def _configure_logging(verbose: bool) -> None:
     )
     # highdicom narrates every attribute it copies at INFO.
     logging.getLogger("highdicom").setLevel(logging.WARNING)
+    # pydicom quotes the values it rejects: patient data, kept out of the logs.
+    withhold_dicom_values()
 
 
 def build_parser() -> argparse.ArgumentParser:
