@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -32,6 +33,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sodium_node.demo",
 )
 """Modules whose ``add_commands(subparsers)`` registers subcommands, in help order."""
+PRIVATE_UMASK = 0o077
+"""Everything the node writes is patient data (spool, quarantine, jobs, index, logs, exports): files
+0600, folders 0700, whatever umask the shell or service manager gave (docs/node.md, "File modes")."""
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -59,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    os.umask(PRIVATE_UMASK)
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
