@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import subprocess
 import sys
 import warnings
@@ -293,3 +294,61 @@ def test_another_patient_under_a_known_series_is_quarantined_not_merged(tmp_path
     assert "OTHER-0002" not in reason and "HOSTILE-0001" not in reason, "no patient ID in the reason"
     assert query(config, "SELECT COUNT(*) FROM sessions") == [(1,)]
     index.close()
+
+
+def _links_to_outside(folder: Path, outside: Path) -> tuple[Path, Path]:
+    """In ``folder``: a link to a 0600 instance outside it and a link to a folder of instances outside."""
+    secret = good_file(outside, 901)
+    secret.chmod(0o600)
+    good_file(outside / "folder", 902)
+    folder.mkdir(parents=True, exist_ok=True)
+    file_link, folder_link = folder / "link.dcm", folder / "linked-folder"
+    file_link.symlink_to(secret)
+    folder_link.symlink_to(outside / "folder", target_is_directory=True)
+    return file_link, folder_link
+
+
+def _link_warnings(caplog: pytest.LogCaptureFixture, link: Path) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records if r.levelname == "WARNING" and str(link) in r.getMessage()
+    ]
+
+
+def test_watched_folder_skips_symbolic_links(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A link in the watched folder (to a 0600 file or to a folder outside) was followed: the file it
+    points to was copied into the spool (and quarantined 0644). Links are now skipped with one
+    WARNING each, left where they are, and nothing they point to is read."""
+    caplog.set_level(logging.INFO)
+    with running_node(tmp_path / "node", ManifestRunner(), import_settle_s="0.3") as node:
+        import_dir = node.config.storage.import_dir
+        file_link, folder_link = _links_to_outside(import_dir, tmp_path / "outside")
+        good_file(import_dir, 1)
+        wait_for(lambda: counts(node.config) == {"ingested": 1}, timeout_s=60, what="the regular file")
+        node.watcher.poll()  # another pass after the regular file was taken: the links stay skipped
+        assert query(node.config, "SELECT sop_instance_uid FROM instances") == [(instance_uid(1),)]
+        assert len([p for p in node.config.storage.spool_dir.rglob("*") if p.is_file()]) == 1
+        quarantine = node.config.storage.quarantine_dir
+        assert not quarantine.exists() or not any(quarantine.iterdir())
+    assert file_link.is_symlink() and folder_link.is_symlink(), "links are left alone"
+    assert (tmp_path / "outside" / "good-901.dcm").is_file()
+    for link in (file_link, folder_link):
+        assert len(_link_warnings(caplog, link)) == 1, f"one WARNING naming {link}"
+
+
+def test_media_import_skips_symbolic_links(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    media = tmp_path / "media"
+    file_link, folder_link = _links_to_outside(media, tmp_path / "outside")
+    good_file(media, 1)
+    config = load_config(write_node_config(tmp_path / "node", port=free_port()))
+    index = open_index(config)
+    try:
+        receiver = Receiver(config, index)
+        summary = import_folder(receiver, media)
+        receiver.drain()
+        assert (summary.files, summary.new_instances, summary.not_taken) == (1, 1, 0)
+        assert query(config, "SELECT sop_instance_uid FROM instances") == [(instance_uid(1),)]
+    finally:
+        index.close()
+    for link in (file_link, folder_link):
+        assert len(_link_warnings(caplog, link)) == 1, f"one WARNING naming {link}"
