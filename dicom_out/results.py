@@ -20,6 +20,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from dicom_out.birth_date import conform_birth_dates
 from processing.measurements import Measurements, MeasurementsError, Tissue, read_measurements
 from processing.nifti_io import read_volume
 from processing.volume import LPS_TO_RAS
@@ -100,7 +101,11 @@ def _shared_item(dataset: Dataset, sequence: str, frame: int) -> Dataset | None:
 
 
 def load_sodium_series(paths: Sequence[Path]) -> SodiumSeries:
-    """Read the headers of the sodium series' files (classic single-frame or one Enhanced MR file)."""
+    """Read the headers of the sodium series' files (classic single-frame or one Enhanced MR file).
+
+    The headers' Patient Birth Date is made a conformant DA here (``dicom_out.birth_date``), so
+    that every writer copies a value it can write.
+    """
     if not paths:
         raise ExportError("no sodium series files given")
     datasets: list[Dataset] = []
@@ -112,6 +117,7 @@ def load_sodium_series(paths: Sequence[Path]) -> SodiumSeries:
     series_uids = {str(ds.SeriesInstanceUID) for ds in datasets}
     if len(series_uids) != 1:
         raise ExportError(f"{paths[0].parent}: files of {len(series_uids)} series given as the sodium series")
+    conform_birth_dates(datasets, series_instance_uid=series_uids.pop())
     first = datasets[0]
     if len(datasets) == 1 and int(first.get("NumberOfFrames", 1)) > 1:
         frames = int(first.NumberOfFrames)

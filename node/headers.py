@@ -112,6 +112,15 @@ def _header(dataset: Dataset, announced: str | None) -> InstanceHeader:
         raise MalformedInstanceError(
             f"SOPInstanceUID {uids['SOPInstanceUID']} differs from the announced {announced[:80]!r}"
         )
+    file_meta = getattr(dataset, "file_meta", None)
+    announced_class = "" if file_meta is None else _text(file_meta, "MediaStorageSOPClassUID")
+    if announced_class and announced_class != uids["SOPClassUID"]:
+        # The network checks this before acknowledging when the data set's head can be read; media
+        # announce their class only in the file meta header.
+        raise MalformedInstanceError(
+            f"SOPClassUID {uids['SOPClassUID']} differs from the announced {announced_class[:80]!r} "
+            "(data set does not match SOP class)"
+        )
     patient_id = _text(dataset, "PatientID")
     if not patient_id:
         raise MalformedInstanceError(f"missing PatientID (SOP Instance UID {uids['SOPInstanceUID']})")

@@ -5,12 +5,21 @@ taken only once fully written: no change to it (watchdog events, size, modificat
 `storage.import_settle_s`; it is deleted from the folder once its bytes are durable in the spool.
 Files whose names start with ``.`` or end with ``.part``/``.tmp`` are writers' temporary files and
 are left alone.
+
+Only regular files are taken. A symbolic link (to a file or to a folder) is never followed: it could
+point anywhere the node's user can read (another patient's data, the node's own state), so it is
+left where it is, named in one WARNING, and what it points to is never read. The folder is walked
+without following links (``os.scandir`` with ``follow_symlinks=False``) and each file is opened with
+``O_NOFOLLOW``, so a file replaced by a link between the walk and the read is refused too.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import sqlite3
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -20,7 +29,8 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from node.index import Origin, Source
-from node.receive import Receiver, identity_from_meta
+from node.receive import Receiver, announced_in
+from sodium_node.errors import ReceiveError
 from sodium_node.supervision import Supervisor
 
 log = logging.getLogger(__name__)
@@ -37,33 +47,78 @@ class ImportSummary:
     """Files that could not be read or recorded (each named in the log)."""
 
 
-def is_candidate(path: Path) -> bool:
+class NotARegularFileError(ReceiveError):
+    """A path in an import folder that is a symbolic link (or no longer a regular file): not taken."""
+
+
+def is_candidate_name(path: Path) -> bool:
     return (
-        path.is_file()
-        and not path.name.startswith(".")
+        not path.name.startswith(".")
         and not path.name.endswith(TEMPORARY_SUFFIXES)
         and path.name.upper() != "DICOMDIR"
     )
 
 
+def regular_files(folder: Path, *, links: set[Path]) -> list[Path]:
+    """The regular files under ``folder`` with candidate names, sorted, found without following links.
+
+    Every symbolic link met (to a file or a folder) is added to ``links``; other kinds of entry
+    (sockets, FIFOs, devices) are ignored.
+    """
+    found: list[Path] = []
+    pending = [folder]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                path = Path(entry.path)
+                if entry.is_symlink():
+                    links.add(path)
+                elif entry.is_dir(follow_symlinks=False):
+                    pending.append(path)
+                elif entry.is_file(follow_symlinks=False) and is_candidate_name(path):
+                    found.append(path)
+    return sorted(found)
+
+
+def read_regular_file(path: Path) -> bytes:
+    """The bytes of ``path``, opened without following a link; `NotARegularFileError` if it is not one."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise NotARegularFileError(f"{path}: a symbolic link") from error
+        raise
+    with os.fdopen(descriptor, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            raise NotARegularFileError(f"{path}: not a regular file")
+        return file.read()
+
+
+def warn_skipped_link(path: Path) -> None:
+    log.warning("%s: a symbolic link, skipped (an import folder takes regular files only)", path)
+
+
 def import_file(receiver: Receiver, path: Path) -> bool:
-    """Store one file through the receiver; returns whether it was a duplicate."""
-    data = path.read_bytes()
+    """Store one regular file through the receiver; returns whether it was a duplicate."""
+    data = read_regular_file(path)
     accepted = receiver.accept(
-        data, announced=identity_from_meta(path)[0], origin=Origin(Source.IMPORT, "", str(path))
+        data, announced=announced_in(data), origin=Origin(Source.IMPORT, "", str(path))
     )
     return accepted.outcome.duplicate
 
 
 def import_folder(receiver: Receiver, folder: Path) -> ImportSummary:
-    """Take every file under ``folder`` (recursively, sorted); the files themselves are left in place."""
+    """Take every regular file under ``folder`` (recursively, sorted); the files are left in place."""
     files = new = duplicates = not_taken = 0
-    for path in sorted(folder.rglob("*")):
-        if not is_candidate(path):
-            continue
+    links: set[Path] = set()
+    for path in regular_files(folder, links=links):
         files += 1
         try:
             duplicate = import_file(receiver, path)
+        except NotARegularFileError:
+            files -= 1
+            links.add(path)
+            continue
         except (OSError, sqlite3.Error) as error:
             log.error("%s: not imported (%s)", path, error)
             not_taken += 1
@@ -72,6 +127,8 @@ def import_folder(receiver: Receiver, folder: Path) -> ImportSummary:
             duplicates += 1
         else:
             new += 1
+    for link in sorted(links):
+        warn_skipped_link(link)
     return ImportSummary(files, new, duplicates, not_taken)
 
 
@@ -95,6 +152,7 @@ class ImportWatcher:
         self.import_dir = import_dir
         self.settle_s = settle_s
         self._last_change: dict[Path, float] = {}
+        self._reported_links: set[Path] = set()
         self._lock = threading.Lock()
         self._observer = Observer()
         self._stop = threading.Event()
@@ -123,13 +181,12 @@ class ImportWatcher:
         taken = 0
         now_wall = time.time()
         now = time.monotonic()
-        for path in sorted(self.import_dir.rglob("*")):
-            if not is_candidate(path):
-                continue
+        links: set[Path] = set()
+        for path in regular_files(self.import_dir, links=links):
             with self._lock:
                 last_event = self._last_change.get(path)
             try:
-                modified = path.stat().st_mtime
+                modified = path.lstat().st_mtime
             except FileNotFoundError:
                 continue
             if now_wall - modified < self.settle_s:
@@ -139,13 +196,25 @@ class ImportWatcher:
             try:
                 import_file(self.receiver, path)
                 path.unlink()
+            except NotARegularFileError:
+                links.add(path)
+                continue
             except (OSError, sqlite3.Error) as error:
                 log.error("could not take %s from the import folder: %s; trying again", path, error)
                 continue
             with self._lock:
                 self._last_change.pop(path, None)
             taken += 1
+        self._report_links(links)
         return taken
+
+    def _report_links(self, links: set[Path]) -> None:
+        """One WARNING per link while it stays in the folder (again if it is made anew)."""
+        with self._lock:
+            new_links = links - self._reported_links
+            self._reported_links = links
+        for link in sorted(new_links):
+            warn_skipped_link(link)
 
     def _loop(self) -> None:
         interval = max(0.2, min(self.settle_s / 2, 2.0))

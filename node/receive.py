@@ -7,6 +7,7 @@ and either attaches the instance to its series and session or quarantines it wit
 
 from __future__ import annotations
 
+import io
 import logging
 import queue
 import sqlite3
@@ -14,13 +15,15 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydicom import dcmread
+from pydicom.dataset import FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 
 from node.headers import MalformedInstanceError, read_header
 from node.index import Announced, Index, InstanceRow, InstanceState, Origin, RecordOutcome, Source
 from node.sessions import record_ingested
-from node.spool import Spool, StoredObject, quarantine_bytes
+from node.spool import Spool, StoredObject, data_set_offset, quarantine_bytes
 from sodium_node.config import NodeConfig
 from sodium_node.supervision import Supervisor
 
@@ -235,6 +238,27 @@ def _details(announced: Announced, origin: Origin) -> dict[str, str]:
     }
 
 
+META_ERRORS = (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError)
+"""What reading a damaged or hostile file meta header raises."""
+
+
+def _announced(meta: FileMetaDataset) -> Announced:
+    return Announced(
+        str(meta.get("MediaStorageSOPInstanceUID", "")),
+        str(meta.get("MediaStorageSOPClassUID", "")),
+        str(meta.get("TransferSyntaxUID", "")),
+    )
+
+
+def announced_in(data: bytes) -> Announced:
+    """Best effort: the identity the file meta header at the start of ``data`` announces."""
+    try:
+        meta = dcmread(io.BytesIO(data[: data_set_offset(data)])).file_meta
+    except META_ERRORS:
+        return Announced("", "", "")
+    return _announced(meta)
+
+
 def identity_from_meta(path: Path) -> tuple[Announced, Origin]:
     """Best effort: the identity and the sender a spool file's meta header records.
 
@@ -243,13 +267,9 @@ def identity_from_meta(path: Path) -> tuple[Announced, Origin]:
     """
     try:
         meta = read_file_meta_info(path)
-    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError):
+    except META_ERRORS:
         return Announced("", "", ""), Origin(Source.RECOVERED, "", str(path))
-    announced = Announced(
-        str(meta.get("MediaStorageSOPInstanceUID", "")),
-        str(meta.get("MediaStorageSOPClassUID", "")),
-        str(meta.get("TransferSyntaxUID", "")),
-    )
+    announced = _announced(meta)
     address = str(meta.get("SendingPresentationAddress", "")).removeprefix("dicom://")
     return announced, Origin(
         Source.RECOVERED, str(meta.get("SendingApplicationEntityTitle", "")), address or str(path)

@@ -5,25 +5,33 @@ the SOP Instance UID and the calling AE title and answered with a status code. A
 acknowledged (0x0000) only after its bytes are fsync'ed in the spool and recorded in the index.
 
 Before that, only checks on the bytes that cost little and cannot be made to cost more are made:
-the Affected SOP Instance UID is a UID, and a deflated data set inflates to its end (streamed in
-bounded chunks, nothing kept). The data set is not parsed here: a parse's cost grows with what a
-hostile sender puts in (sequences nested thousands deep, a deflate bomb), on the association's
-thread, while the sender waits under its DIMSE timeout. What only a parse can find is found at
-ingest, after the acknowledgement, and quarantined (docs/node.md, "Where a bad instance is stopped").
+the Affected SOP Instance UID is a UID, a deflated data set inflates to its end (streamed in
+bounded chunks, nothing kept), and the SOP class is one: the Affected SOP Class UID is the
+presentation context's abstract syntax and the SOP Class UID (0008,0016) of the data set, read from
+its first elements only (`sop_class_in_data_set`), is the announced one; a mismatch is refused with
+0xA900 and nothing is stored. The association is accepted only when called with the node's own AE
+title (``AE.require_called_aet``). The rest of the data set is not parsed here: a parse's cost
+grows with what a hostile sender puts in (sequences nested thousands deep, a deflate bomb), on the
+association's thread, while the sender waits under its DIMSE timeout. What only a parse can find is
+found at ingest, after the acknowledgement, and quarantined (docs/node.md, "Where a bad instance is
+stopped").
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import socket
 import socketserver
 import sqlite3
+import struct
 import threading
 import zlib
 from collections.abc import Callable
 from typing import Any
 
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.filereader import read_dataset
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode_file_meta
@@ -62,6 +70,8 @@ STATUS_OUT_OF_RESOURCES = 0xA700
 """Refused: Out of Resources - the instance could not be written or recorded."""
 STATUS_CANNOT_UNDERSTAND = 0xC000
 """Error: Cannot understand - e.g. an Affected SOP Instance UID that is not a UID."""
+STATUS_DATA_SET_DOES_NOT_MATCH = 0xA900
+"""Error: Data Set does not match SOP Class (PS3.4 Table B.2-1)."""
 STATUS_PROCESSING_FAILURE = 0xC001
 """Error: Cannot understand (subcode 1) - an unexpected failure while storing; logged with a traceback."""
 
@@ -86,6 +96,70 @@ def deflate_problem(deflated: bytes) -> str:
                 return "the deflated data set ends before its deflate stream does (truncated)"
     except zlib.error as error:
         return f"the deflated data set does not inflate ({error})"
+    return ""
+
+
+SOP_CLASS_UID_TAG = 0x00080016
+DEFLATED_HEAD_BYTES = 1 << 16
+"""How much of a deflated data set is inflated to find its SOP Class UID (it is among the first elements)."""
+DEFERRED_VALUE_BYTES = 1024
+"""Values longer than this before the SOP Class UID are skipped, not copied."""
+HEAD_PARSE_ERRORS = (
+    ValueError,
+    TypeError,
+    KeyError,
+    EOFError,
+    OSError,
+    OverflowError,
+    RecursionError,
+    struct.error,
+    zlib.error,
+)
+"""What reading a damaged or hostile data set's first elements raises."""
+
+
+def _data_set_head(encoded: bytes, transfer_syntax: str) -> tuple[bytes, bool, bool]:
+    """The data set's first bytes as they are encoded, with (implicit VR, little endian)."""
+    if transfer_syntax == DeflatedExplicitVRLittleEndian:
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)  # PS3.5 A.5; bounded output, errors are zlib.error
+        return inflater.decompress(encoded, DEFLATED_HEAD_BYTES), False, True
+    syntax = UID(transfer_syntax)
+    return encoded, syntax.is_implicit_VR, syntax.is_little_endian
+
+
+def sop_class_in_data_set(encoded: bytes, transfer_syntax: str) -> str | None:
+    """The SOP Class UID the data set itself names, or None when it cannot be read from its head.
+
+    Parsing stops at the first element after (0008,0016): only the few group 0008 elements before
+    it are read, in the bytes already received (for a deflated data set, its first 64 KiB
+    inflated). A data set with no SOP Class UID there, or that does not parse that far, is not
+    refused here: ingest reads the whole header and quarantines it.
+    """
+    try:
+        head, implicit_vr, little_endian = _data_set_head(encoded, transfer_syntax)
+        dataset = read_dataset(
+            io.BytesIO(head),
+            implicit_vr,
+            little_endian,
+            stop_when=lambda tag, vr, length: tag > SOP_CLASS_UID_TAG,
+            defer_size=DEFERRED_VALUE_BYTES,
+        )
+        value = dataset.get("SOPClassUID")
+    except HEAD_PARSE_ERRORS:
+        return None
+    text = "" if value is None else str(value).strip("\0 ")
+    return text or None
+
+
+def sop_class_problem(*, context_class: str, announced_class: str, data_set_class: str | None) -> str:
+    """Why the data set is not of the SOP class the C-STORE is for ('' when it is)."""
+    if announced_class != context_class:
+        return (
+            f"announced SOP Class UID {announced_class[:80]!r} is not the presentation context's "
+            f"{context_class}"
+        )
+    if data_set_class is not None and data_set_class != announced_class:
+        return f"data set's SOP Class UID {data_set_class[:80]!r} is not the announced {announced_class}"
     return ""
 
 
@@ -152,6 +226,21 @@ def make_store_handler(receiver: Receiver) -> Callable[[Event], int]:
                     problem,
                 )
                 return STATUS_CANNOT_UNDERSTAND
+            mismatch = sop_class_problem(
+                context_class=str(event.context.abstract_syntax),
+                announced_class=announced.sop_class_uid,
+                data_set_class=sop_class_in_data_set(
+                    event.encoded_dataset(include_meta=False), announced.transfer_syntax_uid
+                ),
+            )
+            if mismatch:
+                log.error(
+                    "C-STORE of %s from %s refused with 0xA900 (data set does not match SOP class): %s",
+                    sop_instance_uid[:80],
+                    calling_ae_title,
+                    mismatch,
+                )
+                return STATUS_DATA_SET_DOES_NOT_MATCH
             if not is_valid_uid(sop_instance_uid):
                 receiver.quarantine_unstored(
                     data,
@@ -219,7 +308,8 @@ def handle_rejected(event: Event) -> None:
     try:
         calling, address = _peer(event)
         log.warning(
-            "association from %s (%s) rejected (not in network.allowed_calling_ae_titles, or limits)",
+            "association from %s (%s) rejected (calling AE title not in network.allowed_calling_ae_titles, "
+            "called AE title not the node's, or limits)",
             calling,
             address,
         )
@@ -237,7 +327,7 @@ def build_ae(network: NetworkConfig) -> AE:
     ae.acse_timeout = network.acse_timeout_s
     ae.dimse_timeout = network.dimse_timeout_s
     ae.network_timeout = network.network_timeout_s
-    ae.require_called_aet = False
+    ae.require_called_aet = True
     ae.require_calling_aet = list(network.allowed_calling_ae_titles)
     return ae
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from sodium_node import __version__
 from sodium_node.errors import SodiumNodeError
+from sodium_node.log_privacy import withhold_dicom_values
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sodium_node.demo",
 )
 """Modules whose ``add_commands(subparsers)`` registers subcommands, in help order."""
+PRIVATE_UMASK = 0o077
+"""Everything the node writes is patient data (spool, quarantine, jobs, index, logs, exports): files
+0600, folders 0700, whatever umask the shell or service manager gave (docs/node.md, "File modes")."""
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -40,6 +45,8 @@ def _configure_logging(verbose: bool) -> None:
     )
     # highdicom narrates every attribute it copies at INFO.
     logging.getLogger("highdicom").setLevel(logging.WARNING)
+    # pydicom quotes the values it rejects: patient data, kept out of the logs.
+    withhold_dicom_values()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    os.umask(PRIVATE_UMASK)
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)

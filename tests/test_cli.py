@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
+from pydicom.dataelem import DataElement
 
 from sodium_node.cli import EXIT_OK, EXIT_USAGE, main
 from sodium_node.config import default_config_path
+from sodium_node.log_privacy import withhold_dicom_values
 
 
 def test_check_config_accepts_the_shipped_default(capsys: pytest.CaptureFixture[str]) -> None:
@@ -42,3 +46,25 @@ def test_console_script_is_installed() -> None:
     assert executable.is_file(), f"{executable} missing: run `make venv`"
     result = subprocess.run([str(executable), "--version"], capture_output=True, text=True, check=False)
     assert result.returncode == 0 and result.stdout.startswith("sodium-node ")
+
+
+def test_pydicom_invalid_value_lines_withhold_the_value(caplog: pytest.LogCaptureFixture) -> None:
+    """pydicom quotes a value it rejects (a birth date, a name) in its log line and in a Python warning;
+    with the CLI's logging set up, the line names the VR only and the warning is not repeated."""
+    pydicom_logger = logging.getLogger("pydicom")
+    installed = list(pydicom_logger.filters)
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        try:
+            withhold_dicom_values()
+            caplog.set_level(logging.WARNING, logger="pydicom")
+            DataElement("PatientBirthDate", "DA", "1970-01-31")
+            DataElement("PatientSex", "CS", "female")
+        finally:
+            pydicom_logger.filters[:] = installed
+    lines = [record.getMessage() for record in caplog.records if record.name == "pydicom"]
+    assert lines == [
+        "Invalid value for VR DA (value withheld)",
+        "Invalid value for VR CS (value withheld)",
+    ]
+    assert not [w for w in shown if "1970" in str(w.message) or "female" in str(w.message)]

@@ -8,6 +8,7 @@ version's creation time as Series Date/Time (the versions themselves: test_dicom
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pydicom
 import pytest
 from dicom_out_helpers import build_results_folder
 from peers import canonical, dciodvfy_errors, load_nifti, run_dcm2niix
+from pydicom.dataelem import DataElement
 from pydicom.sr.codedict import codes
 
 from dicom_out.export import ExportedObject, export_results, read_export
@@ -379,3 +381,50 @@ def test_export_command_numbers_versions_in_the_node_storage(
     # another ledger (the test fixture's) created its v1 at another time: other UIDs, never the same
     # UIDs with other bytes
     assert not {o.sop_instance_uid for o in first} & {o.sop_instance_uid for o in classic_export.objects}
+
+
+def _sodium_with_birth_date(session: SimulatedSession, folder: Path, value: str) -> list[Path]:
+    """The session's sodium files with Patient Birth Date ``value`` stored as is (not validated)."""
+    folder.mkdir()
+    paths = []
+    for source in session.series_files["sodium"]:
+        dataset = pydicom.dcmread(source)
+        dataset["PatientBirthDate"] = DataElement(
+            "PatientBirthDate", "DA", value, validation_mode=pydicom.config.IGNORE
+        )
+        dataset.save_as(folder / source.name)
+        paths.append(folder / source.name)
+    return paths
+
+
+@pytest.mark.parametrize(
+    ("stored", "written"),
+    [("1970-01-31", "19700131"), ("1970.1.31", "19700131"), ("31/01/1970", ""), ("no-date-qx", "")],
+)
+def test_non_conformant_birth_date_is_written_conformant_and_never_logged(
+    classic_session: SimulatedSession,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    stored: str,
+    written: str,
+) -> None:
+    """A birth date that is not a DA failed the export at the Parametric Map writer (highdicom raised
+    with the value in the message, which reached the log and error.json). A year-first date is
+    converted; anything else is written empty (Type 2); the value appears in no log line."""
+    sodium_files = _sodium_with_birth_date(classic_session, tmp_path / "sodium", stored)
+    results_dir = build_results_folder(classic_session, tmp_path / "results")
+    caplog.set_level(logging.DEBUG)
+    objects = export_results(
+        results_dir, sodium_files, tmp_path / "export", versions_dir=tmp_path / "versions", now=EXPORTED_AT
+    )
+    assert {item.kind for item in objects} == set(ObjectKind)
+    for item in objects:
+        if item.kind is ObjectKind.MR_FALLBACK and not item.path.name.endswith("0001.dcm"):
+            continue
+        dataset = pydicom.dcmread(tmp_path / "export" / item.path, stop_before_pixels=True)
+        assert dataset["PatientBirthDate"].value == written, item.kind
+    (parametric_map,) = (tmp_path / "export" / o.path for o in objects if o.kind is ObjectKind.PARAMETRIC_MAP)
+    assert dciodvfy_errors(parametric_map) == []
+    assert "Patient Birth Date is not a DICOM date" in caplog.text
+    for value in {stored, stored.replace("-", ""), written} - {""}:
+        assert value not in caplog.text

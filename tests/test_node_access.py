@@ -19,6 +19,24 @@ def test_only_allowed_calling_ae_titles_are_accepted(tmp_path: Path) -> None:
         assert echoscu(node.port, calling_ae=CALLING_AE) == 0, "the node stopped serving after a rejection"
 
 
+def test_only_the_node_s_own_called_ae_title_is_accepted(tmp_path: Path) -> None:
+    """The called AE title was never checked: an association to any AE title was accepted."""
+    with running_node(tmp_path, ManifestRunner()) as node:
+        assert node.config.network.ae_title == "SODIUM_NODE"
+        requestor = AE(ae_title=CALLING_AE)
+        requestor.add_requested_context(Verification)
+        wrong = requestor.associate("127.0.0.1", node.port, ae_title="OTHER_NODE")
+        if wrong.is_established:
+            wrong.release()
+        assert wrong.is_rejected, "an association called OTHER_NODE was not rejected"
+        right = requestor.associate("127.0.0.1", node.port, ae_title="SODIUM_NODE")
+        try:
+            assert right.is_established, "the node stopped accepting its own AE title after a rejection"
+            assert right.send_c_echo().Status == 0x0000
+        finally:
+            right.release()
+
+
 def test_associations_beyond_the_limit_are_refused(tmp_path: Path) -> None:
     with running_node(tmp_path, ManifestRunner(), max_associations="2") as node:
         requestor = AE(ae_title=CALLING_AE)

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import pydicom
 import pytest
@@ -27,12 +30,15 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 from pynetdicom import AE, _config
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.presentation import PresentationContext
 from test_node_quarantine import reasons
 from test_node_receive import ManifestRunner
 
 from node.importer import import_folder
 from node.index import Announced, Origin, Source
 from node.receive import Receiver
+from node.scp import make_store_handler
 from node.service import NodeService, open_index
 from node.spool import Spool, data_set_offset
 from sodium_node.config import NodeConfig, load_config
@@ -293,3 +299,162 @@ def test_another_patient_under_a_known_series_is_quarantined_not_merged(tmp_path
     assert "OTHER-0002" not in reason and "HOSTILE-0001" not in reason, "no patient ID in the reason"
     assert query(config, "SELECT COUNT(*) FROM sessions") == [(1,)]
     index.close()
+
+
+def _links_to_outside(folder: Path, outside: Path) -> tuple[Path, Path]:
+    """In ``folder``: a link to a 0600 instance outside it and a link to a folder of instances outside."""
+    secret = good_file(outside, 901)
+    secret.chmod(0o600)
+    good_file(outside / "folder", 902)
+    folder.mkdir(parents=True, exist_ok=True)
+    file_link, folder_link = folder / "link.dcm", folder / "linked-folder"
+    file_link.symlink_to(secret)
+    folder_link.symlink_to(outside / "folder", target_is_directory=True)
+    return file_link, folder_link
+
+
+def _link_warnings(caplog: pytest.LogCaptureFixture, link: Path) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records if r.levelname == "WARNING" and str(link) in r.getMessage()
+    ]
+
+
+def test_watched_folder_skips_symbolic_links(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A link in the watched folder (to a 0600 file or to a folder outside) was followed: the file it
+    points to was copied into the spool (and quarantined 0644). Links are now skipped with one
+    WARNING each, left where they are, and nothing they point to is read."""
+    caplog.set_level(logging.INFO)
+    with running_node(tmp_path / "node", ManifestRunner(), import_settle_s="0.3") as node:
+        import_dir = node.config.storage.import_dir
+        file_link, folder_link = _links_to_outside(import_dir, tmp_path / "outside")
+        good_file(import_dir, 1)
+        wait_for(lambda: counts(node.config) == {"ingested": 1}, timeout_s=60, what="the regular file")
+        node.watcher.poll()  # another pass after the regular file was taken: the links stay skipped
+        assert query(node.config, "SELECT sop_instance_uid FROM instances") == [(instance_uid(1),)]
+        assert len([p for p in node.config.storage.spool_dir.rglob("*") if p.is_file()]) == 1
+        quarantine = node.config.storage.quarantine_dir
+        assert not quarantine.exists() or not any(quarantine.iterdir())
+    assert file_link.is_symlink() and folder_link.is_symlink(), "links are left alone"
+    assert (tmp_path / "outside" / "good-901.dcm").is_file()
+    for link in (file_link, folder_link):
+        assert len(_link_warnings(caplog, link)) == 1, f"one WARNING naming {link}"
+
+
+def test_media_import_skips_symbolic_links(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    media = tmp_path / "media"
+    file_link, folder_link = _links_to_outside(media, tmp_path / "outside")
+    good_file(media, 1)
+    config = load_config(write_node_config(tmp_path / "node", port=free_port()))
+    index = open_index(config)
+    try:
+        receiver = Receiver(config, index)
+        summary = import_folder(receiver, media)
+        receiver.drain()
+        assert (summary.files, summary.new_instances, summary.not_taken) == (1, 1, 0)
+        assert query(config, "SELECT sop_instance_uid FROM instances") == [(instance_uid(1),)]
+    finally:
+        index.close()
+    for link in (file_link, folder_link):
+        assert len(_link_warnings(caplog, link)) == 1, f"one WARNING naming {link}"
+
+
+SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+
+
+def mislabelled_file(folder: Path, number: int) -> Path:
+    """A file announced (file meta) as MR Image Storage whose data set says Segmentation Storage."""
+    dataset = small_instance(number)
+    dataset.SOPClassUID = SEGMENTATION_STORAGE
+    body = encoded_body(dataset)
+    path = folder / f"mislabelled-{number}.dcm"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(part10(body, sop_instance_uid=instance_uid(number)))
+    assert pydicom.dcmread(path).file_meta.MediaStorageSOPClassUID == MR_IMAGE_STORAGE
+    return path
+
+
+def test_data_set_of_another_sop_class_than_announced_is_refused_and_not_stored(
+    tmp_path: Path, raw_sending: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An MR Image Storage C-STORE whose data set says Segmentation was acknowledged and classified
+    `lesion_seg`. It is now refused with 0xA900 (one ERROR line), and nothing of it is kept."""
+    mislabelled = mislabelled_file(tmp_path / "send", 501)
+    with running_node(tmp_path / "node", ManifestRunner()) as node:
+        caplog.set_level(logging.INFO)
+        statuses = send(node.port, [mislabelled, good_file(tmp_path / "send", 502)])
+        assert statuses == [0xA900, 0x0000]
+        wait_for(lambda: counts(node.config) == {"ingested": 1}, timeout_s=60, what="the good instance")
+        assert query(node.config, "SELECT sop_instance_uid FROM instances") == [(instance_uid(502),)]
+        assert len([p for p in node.config.storage.spool_dir.rglob("*") if p.is_file()]) == 1
+        quarantine = node.config.storage.quarantine_dir
+        assert not quarantine.exists() or not any(quarantine.iterdir())
+    refused = [r.getMessage() for r in caplog.records if instance_uid(501) in r.getMessage()]
+    assert len(refused) == 1 and refused[0].count("\n") == 0, refused
+    assert "0xA900" in refused[0] and SEGMENTATION_STORAGE in refused[0]
+
+
+def test_imported_data_set_of_another_sop_class_than_its_file_meta_is_quarantined(tmp_path: Path) -> None:
+    """Media announce the class only in the file meta header: ingest compares, and quarantines."""
+    media = tmp_path / "media"
+    mislabelled_file(media, 503)
+    good_file(media, 504)
+    config = load_config(write_node_config(tmp_path / "node", port=free_port()))
+    index = open_index(config)
+    try:
+        receiver = Receiver(config, index)
+        import_folder(receiver, media)
+        receiver.drain()
+        assert counts(config) == {"ingested": 1, "quarantined": 1}
+        assert "differs from the announced" in " ".join(reasons(config.storage.quarantine_dir))
+    finally:
+        index.close()
+
+
+@dataclass
+class _StoreEvent:
+    """What the C-STORE handler reads of a pynetdicom event: a request whose Affected SOP Class UID is
+    not its presentation context's, as a peer that does not use pynetdicom's SCU can send it."""
+
+    request: C_STORE
+    context: PresentationContext
+    data_set: bytes
+    assoc: SimpleNamespace = field(
+        default_factory=lambda: SimpleNamespace(
+            requestor=SimpleNamespace(ae_title="ACHIEVA_3T", address="127.0.0.1", port=40000),
+            acceptor=SimpleNamespace(ae_title="SODIUM_NODE"),
+        )
+    )
+
+    @property
+    def file_meta(self) -> FileMetaDataset:
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = self.request.AffectedSOPClassUID
+        meta.MediaStorageSOPInstanceUID = self.request.AffectedSOPInstanceUID
+        meta.TransferSyntaxUID = self.context.transfer_syntax[0]
+        return meta
+
+    def encoded_dataset(self, *, include_meta: bool) -> bytes:
+        assert not include_meta
+        return self.data_set
+
+
+def test_announced_sop_class_other_than_the_presentation_context_is_refused(tmp_path: Path) -> None:
+    config = load_config(write_node_config(tmp_path / "node", port=free_port()))
+    index = open_index(config)
+    try:
+        handler = make_store_handler(Receiver(config, index))
+        request = C_STORE()
+        request.AffectedSOPClassUID = SEGMENTATION_STORAGE
+        request.AffectedSOPInstanceUID = instance_uid(505)
+        context = PresentationContext()
+        context.abstract_syntax = MR_IMAGE_STORAGE
+        context.transfer_syntax = [ExplicitVRLittleEndian]
+        dataset = small_instance(505)
+        dataset.SOPClassUID = SEGMENTATION_STORAGE
+        event = _StoreEvent(request, context, encoded_body(dataset))
+        assert handler(event) == 0xA900  # type: ignore[arg-type]
+        assert counts(config) == {}
+        assert not [p for p in config.storage.spool_dir.rglob("*") if p.is_file()], "nothing stored"
+    finally:
+        index.close()

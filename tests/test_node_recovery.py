@@ -33,14 +33,17 @@ from sodium_node.config import NodeConfig, load_config
 
 
 @contextmanager
-def serve_process(config_path: Path, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`sodium-node serve` as a subprocess, ready when it answers C-ECHO; killed if still running."""
+def serve_process(config_path: Path, log_path: Path, *, umask: int = -1) -> Iterator[subprocess.Popen[bytes]]:
+    """`sodium-node serve` as a subprocess, ready when it answers C-ECHO; killed if still running.
+
+    ``umask``: the umask the process starts with (default: this process's)."""
     config = load_config(config_path)
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "sodium_node.cli", "serve", "--config", str(config_path)],
             stdout=log_file,
             stderr=subprocess.STDOUT,
+            umask=umask,
         )
     try:
         wait_for(
