@@ -18,6 +18,7 @@ was first exported), so re-exporting it writes byte-identical objects.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pydicom.dataset import Dataset
 
@@ -107,6 +108,20 @@ class ObjectIdentity:
     def series_description(self, what: str) -> str:
         """``<what> v<n> (research use only)``: which result version, and that it is not diagnostic."""
         return f"{what} v{self.version.number} ({RESEARCH_USE_SHORT})"
+
+    def image_arguments(self) -> dict[str, Any]:
+        """The identity and equipment arguments highdicom's image constructors (Parametric Map,
+        Segmentation) take, the same for both: one instance per series."""
+        return {
+            "series_instance_uid": self.series_instance_uid,
+            "series_number": self.series_number,
+            "sop_instance_uid": self.sop_instance_uid,
+            "instance_number": 1,
+            "manufacturer": MANUFACTURER,
+            "manufacturer_model_name": MODEL_NAME,
+            "software_versions": self.pipeline_version,
+            "device_serial_number": DEVICE_SERIAL_NUMBER,
+        }
 
     @property
     def date(self) -> str:

@@ -18,9 +18,6 @@ from pydicom.sr.codedict import codes
 
 from dicom_out.identity import (
     DEFAULT_OUTPUT,
-    DEVICE_SERIAL_NUMBER,
-    MANUFACTURER,
-    MODEL_NAME,
     RESEARCH_USE_SHORT,
     ObjectIdentity,
     OutputIdentity,
@@ -93,14 +90,7 @@ def write_parametric_map(
     parametric_map = hd.pm.ParametricMap(
         source_images=list(sodium.datasets),
         pixel_array=tsc,
-        series_instance_uid=identity.series_instance_uid,
-        series_number=identity.series_number,
-        sop_instance_uid=identity.sop_instance_uid,
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        manufacturer_model_name=MODEL_NAME,
-        software_versions=identity.pipeline_version,
-        device_serial_number=DEVICE_SERIAL_NUMBER,
+        **identity.image_arguments(),
         contains_recognizable_visual_features=False,
         real_world_value_mappings=[mapping],
         voi_lut_transformations=[
