@@ -23,7 +23,8 @@ from dicom_out.outbox import (
     recover_outbox,
 )
 from dicom_out.qc_gate import withheld_reason
-from sodium_node.config import NodeConfig, default_config_path, load_config
+from sodium_node.config import NodeConfig, config_path, load_config
+from sodium_node.config_commands import add_config_option
 
 EXIT_OK = 0
 EXIT_NOT_DELIVERED = 1
@@ -31,7 +32,7 @@ POLL_S = 0.2
 
 
 def export_command(args: argparse.Namespace) -> int:
-    config = load_config(Path(args.config) if args.config else default_config_path())
+    config = load_config(config_path(args.config))
     output = output_identity(config.output)
     sodium_files = sorted(path for path in Path(args.sodium_dicom_dir).rglob("*") if path.is_file())
     written = export_results(
@@ -96,7 +97,7 @@ def _report_listener(config: NodeConfig) -> ThreadedAssociationServer | None:
 
 
 def send_command(args: argparse.Namespace) -> int:
-    config = load_config(Path(args.config) if args.config else default_config_path())
+    config = load_config(config_path(args.config))
     export_dir = Path(args.export_dir)
     uids = {item.sop_instance_uid for item in read_export(export_dir)}
     withheld = withheld_reason(export_dir, config)
@@ -158,7 +159,7 @@ def _print_where(config: NodeConfig, uids: set[str]) -> int:
 
 
 def outbox_command(args: argparse.Namespace) -> int:
-    config = load_config(Path(args.config) if args.config else default_config_path())
+    config = load_config(config_path(args.config))
     for line in outbox_status_lines(config):
         print(line)
     return EXIT_OK
@@ -171,12 +172,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "sodium_dicom_dir", metavar="SODIUM_DICOM_DIR", help="the source sodium series' files"
     )
     parser.add_argument("out_dir", metavar="OUT_DIR", help="where the objects are written")
-    parser.add_argument("--config", help="config file (default: the shipped config.toml)")
+    add_config_option(parser)
     parser.set_defaults(handler=export_command)
 
     parser = commands.add_parser("send", help="queue an export folder for every destination and deliver it")
     parser.add_argument("export_dir", metavar="EXPORT_DIR", help="a folder written by sodium-node export")
-    parser.add_argument("--config", help="config file (default: the shipped config.toml)")
+    add_config_option(parser)
     parser.add_argument(
         "--wait",
         type=float,
@@ -190,5 +191,5 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.set_defaults(handler=send_command)
 
     parser = commands.add_parser("outbox", help="list the outbox and dead letter items per destination")
-    parser.add_argument("--config", help="config file (default: the shipped config.toml)")
+    add_config_option(parser)
     parser.set_defaults(handler=outbox_command)

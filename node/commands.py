@@ -20,8 +20,8 @@ from node.receive import Receiver
 from node.service import NodeService, open_index
 from node.sessions import SessionState, all_session_ids, evaluate_session, set_session_state
 from processing.measurements import Verdict
-from processing.settings import settings_from_config
-from sodium_node.config import NodeConfig, default_config_path, load_config
+from sodium_node.config import NodeConfig, config_path, load_config
+from sodium_node.config_commands import add_config_option
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ EXIT_SERVICE_DIED = 70
 
 
 def _config(args: argparse.Namespace) -> NodeConfig:
-    return load_config(Path(args.config) if args.config else default_config_path())
+    return load_config(config_path(args.config))
 
 
 def _configure_log_file(config: NodeConfig) -> None:
@@ -47,7 +47,7 @@ def _configure_log_file(config: NodeConfig) -> None:
 def serve(args: argparse.Namespace) -> int:
     config = _config(args)
     _configure_log_file(config)
-    runner = ProcessingRunner(settings_from_config(config.processing), publish=Publisher(config))
+    runner = ProcessingRunner.from_config(config, publish=Publisher(config))
     service = NodeService(config, runner, port=args.port)
     stop = threading.Event()
 
@@ -180,10 +180,9 @@ def reprocess_command(args: argparse.Namespace) -> int:
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    config_help = f"config file (default: {default_config_path()})"
 
     parser = commands.add_parser("serve", help="run the DICOM node: receive, group sessions, run jobs")
-    parser.add_argument("--config", help=config_help)
+    add_config_option(parser)
     parser.add_argument("--port", type=int, default=None, help="listen on this port instead (0: any free)")
     parser.set_defaults(handler=serve)
 
@@ -191,19 +190,19 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "import", help="take a folder of DICOM files (e.g. from media) into the node"
     )
     parser.add_argument("folder", metavar="DIR")
-    parser.add_argument("--config", help=config_help)
+    add_config_option(parser)
     parser.set_defaults(handler=import_command)
 
     parser = commands.add_parser("classify", help="print the role of every series in a folder (dry run)")
     parser.add_argument("folder", metavar="DIR")
-    parser.add_argument("--config", help=config_help)
+    add_config_option(parser)
     parser.set_defaults(handler=classify_command)
 
     parser = commands.add_parser("status", help="list sessions, their roles and completeness, and jobs")
-    parser.add_argument("--config", help=config_help)
+    add_config_option(parser)
     parser.set_defaults(handler=status_command)
 
     parser = commands.add_parser("reprocess", help="queue a session for processing again")
     parser.add_argument("session", metavar="SESSION")
-    parser.add_argument("--config", help=config_help)
+    add_config_option(parser)
     parser.set_defaults(handler=reprocess_command)

@@ -1,4 +1,8 @@
-"""The node's job runner: the processing pipeline on a job folder, results in ``<job>/results``."""
+"""The node's job runner: the processing pipeline on a job folder, results in ``<job>/results``.
+
+The pipeline runs in a child process (node/child_process.py) with ``processing.max_step_minutes``
+per step and its log in ``<job>/processing.log``; export and delivery run here, in the worker.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +11,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+from node.child_process import StepReporter, run_in_child
 from node.jobs import JobQuality, JobSession, record_job_quality
-from processing.measurements import Verdict
+from processing.measurements import Verdict, read_measurements
 from processing.pipeline import process_session
 from processing.session_series import SessionSeries
-from processing.settings import ProcessingSettings
-from sodium_node.config_models import Role
+from processing.settings import ProcessingSettings, settings_from_config
+from sodium_node.config_models import PROCESSING_ROLES, NodeConfig, Role
 from sodium_node.errors import SessionError
 
 log = logging.getLogger(__name__)
 
 RESULTS_FOLDER = "results"
 EXPORT_FOLDER = "export"
-REQUIRED_ROLES = (Role.SODIUM, Role.BODY_COIL_PDT2, Role.HEAD_COIL_PDT2, Role.T1_3D)
+PROCESSING_LOG = "processing.log"
+DEFAULT_MAX_STEP_MINUTES = 30.0
 
 
 def session_series_of(session: JobSession) -> SessionSeries:
-    missing = [role.value for role in REQUIRED_ROLES if role not in session.series]
+    missing = [role.value for role in PROCESSING_ROLES if role not in session.series]
     if missing:
         raise SessionError(f"job {session.job_id}: no series for role(s) {', '.join(missing)}")
 
@@ -54,14 +60,36 @@ class ProcessingRunner:
     done job: its verdict, the checks that failed and how many objects were queued (none when
     ``output.send_failed_qc`` is false) go into ``job.json`` for ``sodium-node status``."""
 
-    def __init__(self, settings: ProcessingSettings, *, publish: Publish | None = None) -> None:
+    def __init__(
+        self,
+        settings: ProcessingSettings,
+        *,
+        publish: Publish | None = None,
+        max_step_minutes: float = DEFAULT_MAX_STEP_MINUTES,
+    ) -> None:
         self.settings = settings
         self.publish = publish
+        self.max_step_minutes = max_step_minutes
+
+    @classmethod
+    def from_config(cls, config: NodeConfig, *, publish: Publish | None = None) -> ProcessingRunner:
+        return cls(
+            settings_from_config(config.processing),
+            publish=publish,
+            max_step_minutes=config.processing.max_step_minutes,
+        )
 
     def run(self, job_folder: Path, session: JobSession) -> None:
         series = session_series_of(session)
         results_dir = job_folder / RESULTS_FOLDER
-        measurements = process_session(series, results_dir, self.settings)
+        run_in_child(
+            _process,
+            (series, results_dir, self.settings),
+            step_limit_s=self.max_step_minutes * 60,
+            log_file=job_folder / PROCESSING_LOG,
+            name=f"job {session.job_id}",
+        )
+        measurements = read_measurements(results_dir)
         verdict = measurements.qc_verdict
         failed = [check.step for check in measurements.checks_with(Verdict.FAIL)]
         log.log(
@@ -85,3 +113,10 @@ class ProcessingRunner:
                 objects_queued=None if queued is None else len(queued),
             ),
         )
+
+
+def _process(
+    series: SessionSeries, results_dir: Path, settings: ProcessingSettings, *, on_step: StepReporter
+) -> None:
+    """The child process's task (module level: ``spawn`` imports it by name)."""
+    process_session(series, results_dir, settings, on_step=on_step)

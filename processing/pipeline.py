@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,9 +74,13 @@ MIN_BRAIN_SIGNAL_RATIO = 3.0
 class StepTimer:
     seconds: dict[str, float]
     bar: tqdm
+    on_start: Callable[[str], None] | None = None
+    """Told each step's name as it starts (the node's time limit per step: node/child_process.py)."""
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
+        if self.on_start is not None:
+            self.on_start(name)
         self.bar.set_description(name)
         start = time.perf_counter()
         yield
@@ -336,7 +340,12 @@ def psf_fwhm_mm(analysis: SessionAnalysis, settings: ProcessingSettings) -> floa
 
 
 def process_session(
-    series: SessionSeries, out_dir: Path, settings: ProcessingSettings, *, progress: bool = False
+    series: SessionSeries,
+    out_dir: Path,
+    settings: ProcessingSettings,
+    *,
+    progress: bool = False,
+    on_step: Callable[[str], None] | None = None,
 ) -> Measurements:
     """Run every step on ``series`` and write the results folder ``out_dir``; see the module doc."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -344,7 +353,7 @@ def process_session(
     qc_folder = out_dir / "qc"
     qc_folder.mkdir(exist_ok=True)
     with tqdm(total=len(STEPS), disable=not progress, unit="step") as bar:
-        timer = StepTimer({}, bar)
+        timer = StepTimer({}, bar, on_step)
         analysis = analyse_session(series, settings, qc_folder=qc_folder, timer=timer)
         fwhm_mm = psf_fwhm_mm(analysis, settings)
         with timer.step("resample"):

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from sodium_node import __version__
-from sodium_node.errors import SodiumNodeError
+from sodium_node.errors import ConfigError, SodiumNodeError
 from sodium_node.log_privacy import withhold_dicom_values
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose)
     try:
         return int(args.handler(args))
+    except ConfigError as error:
+        log.error("%s", error)
+        return EXIT_USAGE
     except SodiumNodeError as error:
         log.error("%s", error)
         return EXIT_FAILURE

@@ -1,14 +1,21 @@
-"""Read `config.toml` once into a frozen `NodeConfig`; every problem becomes a one-line `ConfigError`.
+"""Read the site's `config.toml` once, over the built-in defaults, into a frozen `NodeConfig`.
 
-The message names the file, the dotted key and what was expected, e.g.
+Layers: the shipped `config.toml` (`default_config_path`) holds every key with its default; a site
+file holds only what differs (`layered`). Which site file: ``--config``, else `CONFIG_ENVIRONMENT`,
+else `SITE_CONFIG_PATH` if it exists, else the defaults alone (`config_path`).
+
+Every problem becomes a `ConfigError` naming the file, the dotted key and what was expected, e.g.
 ``/etc/sodium-node/config.toml: network.port: expected an integer between 1 and 65535, got 0``.
-The models live in `sodium_node.config_models`; this module reads, validates and explains.
+The models live in `sodium_node.config_models`; this module reads, layers, validates and explains.
 """
 
 from __future__ import annotations
 
+import copy
 import enum
+import functools
 import json
+import os
 import re
 import tomllib
 import types
@@ -17,6 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
 import annotated_types
+import tomli_w
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
@@ -77,10 +85,18 @@ __all__ = [
     "StorageConfig",
     "TimeoutAction",
     "TlsConfig",
+    "config_path",
     "default_config_path",
+    "effective_toml",
+    "layered",
     "load_config",
     "parse_config",
 ]
+
+CONFIG_ENVIRONMENT = "SODIUM_NODE_CONFIG"
+SITE_CONFIG_PATH = Path("/etc/sodium-node/config.toml")
+UNDER_ROOT = {"import_dir": "import", "index_database": "index.sqlite3"}
+"""``[storage]`` keys whose default follows the site's ``root``: ``<root>/import`` and so on."""
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _REPOSITORY_DIR = _PACKAGE_DIR.parent
@@ -96,8 +112,83 @@ def default_config_path() -> Path:
     return _PACKAGE_DIR / "default_config.toml"
 
 
+def config_path(given: str | Path | None = None) -> Path:
+    """The site file: ``given`` (``--config``), else ``$SODIUM_NODE_CONFIG``, else
+    ``/etc/sodium-node/config.toml`` if it exists, else the built-in defaults file."""
+    if given:
+        return Path(given)
+    if os.environ.get(CONFIG_ENVIRONMENT):
+        return Path(os.environ[CONFIG_ENVIRONMENT])
+    if SITE_CONFIG_PATH.is_file():
+        return SITE_CONFIG_PATH
+    return default_config_path()
+
+
 def load_config(path: Path) -> NodeConfig:
-    """Read and validate ``path``; relative paths in it are taken relative to its folder."""
+    """Read ``path`` over the built-in defaults and validate; relative paths are taken relative to its
+    folder (those of the defaults too: a site file that sets no ``storage.root`` keeps its state in
+    ``var/sodium-node`` beside it)."""
+    return parse_config(layered(_read_toml(path), builtin_defaults()), source=path)
+
+
+@functools.cache
+def _defaults_document() -> dict[str, Any]:
+    return _read_toml(default_config_path())
+
+
+def builtin_defaults() -> dict[str, Any]:
+    """The shipped `config.toml` as a TOML document (a fresh copy)."""
+    return copy.deepcopy(_defaults_document())
+
+
+def layered(site: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The site's values over the defaults.
+
+    Tables are merged key by key; any other value, arrays included, replaces the default whole
+    (a site's ``[[classification.rules]]`` are its rules). Each of the site's ``[[destinations]]`` is
+    merged over the default destination, so that it needs only its name, AE title, host and port.
+    A site that moves ``storage.root`` takes ``import_dir`` and ``index_database`` with it unless it
+    sets them (`UNDER_ROOT`). Values of the wrong type are kept as given, for validation to explain.
+    """
+    merged = _merge_tables(site, defaults)
+    destinations, template = site.get("destinations"), defaults.get("destinations")
+    if isinstance(destinations, list) and isinstance(template, list) and template:
+        merged["destinations"] = [
+            _merge_tables(item, template[0]) if isinstance(item, Mapping) else item for item in destinations
+        ]
+    storage = site.get("storage")
+    if isinstance(storage, Mapping) and isinstance(storage.get("root"), str):
+        for key, name in UNDER_ROOT.items():
+            if key not in storage:
+                merged["storage"][key] = str(Path(storage["root"]) / name)
+    return merged
+
+
+def _merge_tables(site: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(dict(defaults))
+    for key, value in site.items():
+        default = defaults.get(key)
+        if isinstance(value, Mapping) and isinstance(default, Mapping):
+            merged[key] = _merge_tables(value, default)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def effective_toml(config: NodeConfig) -> str:
+    """The whole configuration in effect, as TOML (what `sodium-node check-config --print` shows)."""
+    return tomli_w.dumps(_without_none(config.model_dump(mode="json")))
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _without_none(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_without_none(item) for item in value]
+    return value
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -114,7 +205,7 @@ def load_config(path: Path) -> NodeConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: invalid TOML: {error}") from None
-    return parse_config(data, source=path)
+    return data
 
 
 def parse_config(data: Mapping[str, Any], *, source: Path) -> NodeConfig:
@@ -125,9 +216,15 @@ def parse_config(data: Mapping[str, Any], *, source: Path) -> NodeConfig:
         # JSON mode: strict, yet TOML strings may become enums and paths, arrays tuples.
         return NodeConfig.model_validate_json(document, strict=True, context=context)
     except ValidationError as error:
-        problems = [_explain(detail) for detail in error.errors()]
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise ConfigError(f"{source}: {problems[0]}{more}") from None
+        # Unknown keys first: a misspelt key also shows up as its correct twin's wrong default.
+        details = sorted(error.errors(), key=lambda detail: detail["type"] != "extra_forbidden")
+        problems = tuple(f"{source}: {_explain(detail)}" for detail in details)
+        more = (
+            f" (and {len(problems) - 1} more: sodium-node check-config lists them)"
+            if len(problems) > 1
+            else ""
+        )
+        raise ConfigError(problems[0] + more, problems=problems) from None
 
 
 def _json_scalar(value: object) -> str:

@@ -68,6 +68,11 @@ class Role(enum.Enum):
     IGNORED = "ignored"
 
 
+PROCESSING_ROLES = (Role.SODIUM, Role.BODY_COIL_PDT2, Role.HEAD_COIL_PDT2, Role.T1_3D)
+"""The roles the processing pipeline reads; ``lesion_seg`` is used when present, ``t1_2d`` never.
+``sessions.minimum_roles`` must hold them all: a job without one fails."""
+
+
 class TimeoutAction(enum.Enum):
     """What to do with a session still incomplete at its forced timeout."""
 
@@ -304,8 +309,13 @@ class SessionsConfig(Section):
     @classmethod
     def _minimum_within_required(cls, values: tuple[Role, ...], info: ValidationInfo) -> tuple[Role, ...]:
         required = info.data.get("required_roles")
-        if Role.SODIUM not in values:
-            raise KeyedValueError(f'expected a list containing "sodium", got {render_value(values)}')
+        needed = [role for role in PROCESSING_ROLES if role not in values]
+        if needed:
+            raise KeyedValueError(
+                "expected a list containing every role processing reads "
+                f"({', '.join(role.value for role in PROCESSING_ROLES)}), got {render_value(values)} "
+                f"(no {', '.join(role.value for role in needed)})"
+            )
         for index, role in enumerate(values):
             if required is not None and role not in required:
                 raise KeyedValueError(

@@ -32,7 +32,6 @@ from dicom_out.publish import Publisher
 from node.processing_runner import RESULTS_FOLDER, ProcessingRunner
 from node.service import NodeService
 from processing.measurements import Measurements, Verdict, read_measurements
-from processing.settings import settings_from_config
 from simulator.pacs import LocalOrthanc, StoredSeries
 from simulator.population import Group
 from simulator.report import describe_session
@@ -187,7 +186,7 @@ def run_demo(
         write_demo_config(node_dir, node_port=free_port(), pacs_port=pacs_port if with_pacs else None)
     )
     orthanc = LocalOrthanc(pacs_dir, dicom_port=pacs_port, http_port=http_port)
-    runner = ProcessingRunner(settings_from_config(config.processing), publish=Publisher(config))
+    runner = ProcessingRunner.from_config(config, publish=Publisher(config))
     files = [path for paths in session.series_files.values() for path in paths]
     stored: list[StoredSeries] = []
     with ExitStack() as running:

@@ -9,7 +9,15 @@ class SodiumNodeError(Exception):
 
 
 class ConfigError(SodiumNodeError):
-    """The configuration file is missing, unreadable or invalid."""
+    """The configuration file is missing, unreadable or invalid.
+
+    The message is one line (the first problem, and how many more); ``problems`` holds every one,
+    each a full line naming the file, for `sodium-node check-config`.
+    """
+
+    def __init__(self, message: str, *, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems or (message,)
 
 
 class SimulationError(SodiumNodeError):

@@ -20,7 +20,8 @@ from processing.measurements import Verdict
 from processing.pipeline import process_session
 from processing.session_series import SessionSeries
 from processing.settings import settings_from_config
-from sodium_node.config import default_config_path, load_config
+from sodium_node.config import config_path, load_config
+from sodium_node.config_commands import add_config_option
 from sodium_node.config_models import ClassificationRule, Role
 from sodium_node.errors import SessionError
 
@@ -78,7 +79,7 @@ def session_series_from_roles(
 
 
 def process(args: argparse.Namespace) -> int:
-    config = load_config(Path(args.config) if args.config else default_config_path())
+    config = load_config(config_path(args.config))
     session_dir = Path(args.session_dir)
     series = session_series_from_roles(
         files_by_role(session_dir, config.classification.rules),
@@ -108,7 +109,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "session_dir", metavar="SESSION_DIR", help="folder searched recursively for DICOM files"
     )
     parser.add_argument("out_dir", metavar="OUT_DIR", help="results folder (measurements.json, maps, qc/)")
-    parser.add_argument("--config", help="config file (default: the node's config.toml)")
+    add_config_option(parser)
     parser.add_argument(
         "--segmentation-dir",
         help="the site's segmentation of the 3D T1: gm/wm/csf[/dgm].nii.gz, or FreeSurfer/FastSurfer, "

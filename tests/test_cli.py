@@ -40,6 +40,42 @@ def test_check_config_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture
     assert capsys.readouterr().err.strip() == f"{missing}: file not found"
 
 
+def test_check_config_lists_every_problem_unknown_keys_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text("[network]\nport = 0\nprot = 104\n[sessions]\nquiet_period_s = -1\n")
+    assert main(["check-config", str(site)]) == EXIT_USAGE
+    lines = capsys.readouterr().err.splitlines()
+    keys = [line.split(": ")[1] for line in lines]
+    assert keys == ["network.prot", "network.port", "sessions.quiet_period_s"]
+
+
+def test_check_config_prints_the_effective_configuration_of_a_short_site_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text('network.ae_title = "NA_NODE"\n')
+    monkeypatch.setenv("SODIUM_NODE_CONFIG", str(site))
+    assert main(["check-config", "--print"]) == EXIT_OK
+    printed = capsys.readouterr().out
+    assert 'ae_title = "NA_NODE"' in printed and "max_step_minutes = 30.0" in printed
+
+
+def test_every_command_exits_2_on_a_bad_config_with_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text("network.port = 0\nsessions.quiet_period_s = -1\n")
+    with caplog.at_level(logging.ERROR):
+        assert main(["status", "--config", str(site)]) == EXIT_USAGE
+    (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.getMessage() == (
+        f"{site}: network.port: expected an integer between 1 and 65535, got 0 "
+        "(and 1 more: sodium-node check-config lists them)"
+    )
+
+
 def test_console_script_is_installed() -> None:
     """`pip install -e .` put the `sodium-node` entry point beside the interpreter."""
     executable = Path(sys.executable).parent / "sodium-node"

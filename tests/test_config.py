@@ -24,7 +24,9 @@ from sodium_node.config import (
     Role,
     SegmentationMethod,
     TimeoutAction,
+    config_path,
     default_config_path,
+    effective_toml,
     load_config,
     parse_config,
 )
@@ -113,7 +115,7 @@ def test_default_config_has_the_documented_values() -> None:
     assert sessions.forced_timeout_minutes == 60
     assert sessions.timeout_action is TimeoutAction.PROCESS_IF_MINIMUM
     assert sessions.minimum_roles == (Role.SODIUM, Role.BODY_COIL_PDT2, Role.HEAD_COIL_PDT2, Role.T1_3D)
-    assert sessions.required_roles == (*sessions.minimum_roles, Role.T1_2D)
+    assert sessions.required_roles == sessions.minimum_roles, "t1_2d is optional: processing never reads it"
 
     roles = [rule.role for rule in config.classification.rules]
     assert roles[0] is Role.LESION_SEG and roles[-1] is Role.IGNORED
@@ -279,11 +281,30 @@ def test_not_utf8(tmp_path: Path) -> None:
     assert "expected UTF-8 text" in config_error(path)
 
 
-def test_several_errors_report_the_first_and_count_the_rest(tmp_path: Path) -> None:
+def test_several_errors_report_the_first_count_the_rest_and_list_all_unknown_keys_first(
+    tmp_path: Path,
+) -> None:
     document = default_document()
     document["network"].update(port=0, max_associations=0, acse_timeout_s=-1.0)
-    message = config_error(write_config(tmp_path, document))
-    assert "network.port: expected an integer between 1 and 65535, got 0 (and 2 more)" in message
+    document["storage"]["fsync_befor_ack"] = False
+    path = write_config(tmp_path, document)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.endswith(
+        "storage.fsync_befor_ack: unknown key 'fsync_befor_ack'; expected one of: root, import_dir, "
+        "index_database, fsync_before_ack, import_settle_s, receipt_retention_days (and 3 more: "
+        "sodium-node check-config lists them)"
+    ), message
+    problems = raised.value.problems
+    assert [problem.split(": ", 2)[1] for problem in problems] == [
+        "storage.fsync_befor_ack",
+        "network.port",
+        "network.max_associations",
+        "network.acse_timeout_s",
+    ]
+    assert all(problem.startswith(f"{path}: ") for problem in problems)
 
 
 Mutation = Callable[[Document], None]
@@ -330,7 +351,10 @@ BAD_CONFIGS = [
         id="unknown rule key",
     ),
     pytest.param(
-        delete_key("network", "port"), "network.port", "missing key; expected an integer", id="missing key"
+        delete_key("classification", "rules", 1, "role"),
+        "classification.rules[1].role",
+        "missing key; expected one of",
+        id="missing key (a rule's role has no default)",
     ),
     pytest.param(
         set_key("network", "port", value="11112"),
@@ -352,12 +376,6 @@ BAD_CONFIGS = [
         "output.send_failed_qc",
         "expected true or false",
         id="send_failed_qc as string",
-    ),
-    pytest.param(
-        delete_key("output", "send_failed_qc"),
-        "output.send_failed_qc",
-        "missing key; expected true or false",
-        id="send_failed_qc missing",
     ),
     pytest.param(
         set_key("network", "port", value=0),
@@ -408,16 +426,21 @@ BAD_CONFIGS = [
         id="unknown timeout action",
     ),
     pytest.param(
-        set_key("sessions", "minimum_roles", value=["sodium", "lesion_seg"]),
-        "sessions.minimum_roles[1]",
+        set_key(
+            "sessions",
+            "minimum_roles",
+            value=["sodium", "body_coil_pdt2", "head_coil_pdt2", "t1_3d", "lesion_seg"],
+        ),
+        "sessions.minimum_roles[4]",
         "expected roles that are also in required_roles",
         id="minimum not within required",
     ),
     pytest.param(
-        set_key("sessions", "minimum_roles", value=["t1_3d"]),
+        set_key("sessions", "minimum_roles", value=["sodium", "body_coil_pdt2", "t1_3d"]),
         "sessions.minimum_roles",
-        'expected a list containing "sodium"',
-        id="minimum without sodium",
+        "expected a list containing every role processing reads (sodium, body_coil_pdt2, "
+        'head_coil_pdt2, t1_3d), got ["sodium", "body_coil_pdt2", "t1_3d"] (no head_coil_pdt2)',
+        id="minimum without a role processing reads",
     ),
     pytest.param(
         set_key("classification", "rules", 2, "role", value="flair"),
@@ -587,3 +610,78 @@ def test_storage_commitment_with_the_reporter_allowed_in(tmp_path: Path) -> None
     document["destinations"][0].update(storage_commitment=True, commitment_timeout_s=30.0)
     (pacs,) = load_config(write_config(tmp_path, document)).destinations
     assert (pacs.storage_commitment, pacs.commitment_timeout_s) == (True, 30.0)
+
+
+# --- layers: a site file holds only what differs ---------------------------------------------------
+
+FIVE_LINE_SITE = """\
+network.ae_title = "NA_NODE"
+storage.root = "/srv/sodium"
+[[destinations]]
+name = "PACS"
+ae_title = "HOSPITAL_PACS"
+host = "10.1.2.3"
+port = 104
+"""
+
+
+def test_a_five_line_site_file_takes_every_other_key_from_the_defaults(tmp_path: Path) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text(FIVE_LINE_SITE)
+    config, default = load_config(site), load_config(default_config_path())
+    assert config.network.ae_title == "NA_NODE" and config.network.port == default.network.port
+    assert config.storage.root == Path("/srv/sodium")
+    assert config.storage.import_dir == Path("/srv/sodium/import"), "moves with the root"
+    assert config.storage.index_database == Path("/srv/sodium/index.sqlite3")
+    (destination,) = config.destinations
+    assert (destination.ae_title, destination.host, destination.port) == ("HOSPITAL_PACS", "10.1.2.3", 104)
+    assert destination.retry == default.destinations[0].retry, "completed from the default destination"
+    assert destination.accepts == default.destinations[0].accepts
+    assert config.classification == default.classification
+    assert config.processing == default.processing and config.sessions == default.sessions
+
+
+def test_a_site_array_replaces_the_default_whole_and_an_explicit_path_is_kept(tmp_path: Path) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text(
+        'storage.root = "state"\nstorage.index_database = "/db/index.sqlite3"\n'
+        'sessions.required_roles = ["sodium", "body_coil_pdt2", "head_coil_pdt2", "t1_3d"]\n'
+        "destinations = []\n"
+    )
+    config = load_config(site)
+    assert config.storage.root == tmp_path / "state"
+    assert config.storage.import_dir == tmp_path / "state" / "import"
+    assert config.storage.index_database == Path("/db/index.sqlite3")
+    assert Role.T1_2D not in config.sessions.required_roles
+    assert config.destinations == ()
+
+
+def test_an_empty_site_file_is_the_default(tmp_path: Path) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text("")
+    default = load_config(default_config_path())
+    config = load_config(site)
+    assert config.processing == default.processing and config.network == default.network
+    assert config.storage.root == tmp_path / "var" / "sodium-node", "relative to the site file's folder"
+
+
+def test_the_site_file_comes_from_the_option_then_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from_environment = tmp_path / "environment.toml"
+    monkeypatch.setenv("SODIUM_NODE_CONFIG", str(from_environment))
+    assert config_path("given.toml") == Path("given.toml")
+    assert config_path(None) == from_environment
+    monkeypatch.delenv("SODIUM_NODE_CONFIG")
+    expected = Path("/etc/sodium-node/config.toml")
+    assert config_path(None) == (expected if expected.is_file() else default_config_path())
+
+
+def test_the_printed_effective_configuration_reads_back_equal(tmp_path: Path) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text(FIVE_LINE_SITE)
+    config = load_config(site)
+    printed = tmp_path / "effective.toml"
+    printed.write_text(effective_toml(config))
+    assert load_config(printed) == config
+    assert "[[classification.rules]]" in printed.read_text()

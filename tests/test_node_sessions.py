@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from node_helpers import DCMTK_ENV, dcmtk, query, running_node, wait_for, write_node_config
+from node_helpers import DCMTK_ENV, dcmtk, query, running_node, storescu, wait_for, write_node_config
 from test_node_receive import ManifestRunner, all_files
 
 from node.headers import InstanceHeader
@@ -284,3 +285,17 @@ def test_forced_timeout_processes_with_the_minimum_or_marks_incomplete(
     # New data reopens an incomplete session.
     ingest(index, config, header("1.2", at=morning + dt.timedelta(minutes=5)))
     assert evaluate_session(index, session_id, config).state is SessionState.OPEN
+
+
+def test_a_session_without_the_unused_2d_t1_is_processed_without_waiting_for_the_timeout(
+    tmp_path: Path, classic_session: SimulatedSession
+) -> None:
+    files = [path for key, paths in classic_session.series_files.items() if key != "t1_2d" for path in paths]
+    with running_node(tmp_path, ManifestRunner()) as node:
+        assert node.config.sessions.forced_timeout_minutes == 10.0
+        storescu(node.port, files)
+        done = node.config.storage.jobs_dir / "done"
+        wait_for(lambda: done.is_dir() and any(done.iterdir()), what="the job", timeout_s=120)
+        (job,) = done.iterdir()
+        document = json.loads((job / "job.json").read_text())
+        assert document["partial"] is False, "complete: processing reads no 2D T1"

@@ -16,12 +16,12 @@ import pytest
 from quality_assertions import assert_checks_pass_but_csf
 
 from node.jobs import JOB_FILE, JobInstance, JobSeries, JobSession, read_job_quality
-from node.processing_runner import RESULTS_FOLDER, ProcessingRunner
+from node.processing_runner import PROCESSING_LOG, RESULTS_FOLDER, ProcessingRunner
 from processing.dicom_series import load_series
 from processing.lesion_masks import read_lesion_seg
 from processing.measurements import MEASUREMENTS_FILE, PvcMethod, Tissue, read_measurements
 from processing.partial_volume import gtm_concentrations
-from processing.pipeline import process_session
+from processing.pipeline import STEPS, process_session
 from processing.psf_resampling import resample_masks_to_sodium
 from processing.segmentation.builtin import segment_builtin
 from processing.session_series import SessionSeries
@@ -128,6 +128,8 @@ def test_runner_processes_a_job_folder(tmp_path: Path, classic_session: Simulate
     quality = read_job_quality(job_folder)
     assert quality is not None and quality.verdict is measurements.qc_verdict
     assert quality.failed_checks == () and quality.objects_queued is None
+    job_log = (job_folder / PROCESSING_LOG).read_text()
+    assert all(f"step {step}:" in job_log for step in STEPS), "the child's own log, one line per step"
     assert measurements.volumes.t2_lesion_ml > 0 and measurements.volumes.t1_lesion_ml is not None
     provenance = json.loads((results / "provenance.json").read_text())
     assert len(provenance["inputs"]["sodium"]) == len(classic_session.series_files["sodium"])
