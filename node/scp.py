@@ -19,6 +19,7 @@ stopped").
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import socket
@@ -26,6 +27,7 @@ import socketserver
 import sqlite3
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -76,6 +78,8 @@ STATUS_PROCESSING_FAILURE = 0xC001
 """Error: Cannot understand (subcode 1) - an unexpected failure while storing; logged with a traceback."""
 
 
+DEADLINE_CHECK_S = 0.25
+"""How often waiting connections are checked against their deadline."""
 INFLATE_CHUNK_BYTES = 1 << 20
 """How much inflated output the deflate check holds at a time."""
 
@@ -163,11 +167,90 @@ def sop_class_problem(*, context_class: str, announced_class: str, data_set_clas
     return ""
 
 
-class NoDelayAssociationServer(ThreadedAssociationServer):
-    """Disables Nagle on each accepted connection, so a C-STORE response is not held back."""
+class PendingConnections:
+    """Connections that have not yet sent a whole A-ASSOCIATE-RQ, each with a deadline.
+
+    pynetdicom reads a PDU to its announced length with one blocking read per packet, each under
+    the network timeout, and counts the connection against ``maximum_associations`` from the moment
+    it is accepted. So a peer that dribbles one byte of an A-ASSOCIATE-RQ every few seconds holds an
+    association slot for as long as it likes, and a few such connections lock every scanner out.
+    Here:
+    - A connection whose request has not arrived `deadline_s` after it was accepted (the configured
+      ACSE timeout) is shut down; the blocked read then returns and pynetdicom ends the thread.
+    - One peer host may have at most `per_host` connections waiting at once (half the association
+      slots); a further one is closed as it is accepted, before any thread is made for it. A
+      scanner's associations send their request at once and wait for milliseconds; one host cannot
+      hold more than half the slots with requests it never finishes.
+    The association's own events tell when a request came (``EVT_REQUESTED``) or the connection
+    closed (``EVT_CONN_CLOSE``); both are matched by the peer's address and port.
+    """
+
+    def __init__(self, *, deadline_s: float, per_host: int) -> None:
+        self.deadline_s = deadline_s
+        self.per_host = max(1, per_host)
+        self._lock = threading.Lock()
+        self._waiting: dict[tuple[str, int], tuple[socket.socket, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._expire_loop, name="sodium-node-deadlines", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def admit(self, client: socket.socket, address: tuple[str, int]) -> bool:
+        """Put a new connection under its deadline; ``False`` (logged) if its host has too many waiting."""
+        with self._lock:
+            waiting = sum(1 for host, _ in self._waiting if host == address[0])
+            if waiting >= self.per_host:
+                log.warning(
+                    "connection from %s:%d refused: %d connections from that host have not yet sent "
+                    "their association request",
+                    address[0],
+                    address[1],
+                    waiting,
+                )
+                return False
+            self._waiting[address] = (client, time.monotonic() + self.deadline_s)
+            return True
+
+    def settled(self, address: tuple[str, int]) -> None:
+        with self._lock:
+            self._waiting.pop(address, None)
+
+    def handle_settled(self, event: Event) -> None:
+        """``EVT_REQUESTED`` / ``EVT_CONN_CLOSE`` handler."""
+        requestor = event.assoc.requestor
+        self.settled((str(requestor.address), int(requestor.port)))
+
+    def _expire_loop(self) -> None:
+        while not self._stop.wait(DEADLINE_CHECK_S):
+            now = time.monotonic()
+            with self._lock:
+                for address in [key for key, (_, deadline) in self._waiting.items() if deadline <= now]:
+                    self._close(address, f"no A-ASSOCIATE-RQ within {self.deadline_s:g} s of connecting")
+
+    def _close(self, address: tuple[str, int], reason: str) -> None:
+        client, _ = self._waiting.pop(address)
+        log.warning("connection from %s:%d closed: %s", address[0], address[1], reason)
+        with contextlib.suppress(OSError):  # already closed by the peer: nothing is held
+            client.shutdown(socket.SHUT_RDWR)
+
+
+class NodeAssociationServer(ThreadedAssociationServer):
+    """Disables Nagle on each accepted connection, so a C-STORE response is not held back, and puts
+    each connection under the `PendingConnections` deadline until its association request came."""
+
+    pending: PendingConnections | None = None
 
     def get_request(self) -> tuple[socket.socket, Any]:
         client_socket, address = super().get_request()
+        if self.pending is not None and not self.pending.admit(
+            client_socket, (str(address[0]), int(address[1]))
+        ):
+            client_socket.close()
+            raise ConnectionRefusedError("refused")  # socketserver skips a request whose accept failed
         client_socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return client_socket, address
 
@@ -175,6 +258,8 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
         """Stop serving and close the socket (the server was made by us, not by `AE.start_server`)."""
         socketserver.TCPServer.shutdown(self)
         self.server_close()
+        if self.pending is not None:
+            self.pending.stop()
 
 
 def _peer(event: Event) -> tuple[str, str]:
@@ -345,7 +430,10 @@ def start_scp(
     (N-EVENT-REPORT) our destinations send back, and hands them to that dicom_out handler.
     """
     ae = build_ae(network)
+    pending = PendingConnections(deadline_s=network.acse_timeout_s, per_host=network.max_associations // 2)
     handlers: list[EventHandlerType] = [
+        (evt.EVT_REQUESTED, pending.handle_settled),
+        (evt.EVT_CONN_CLOSE, pending.handle_settled),
         (evt.EVT_C_STORE, make_store_handler(receiver)),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_ACCEPTED, handle_accepted),
@@ -357,9 +445,10 @@ def start_scp(
         accept_commitment_reports(ae)
         handlers.append((evt.EVT_N_EVENT_REPORT, commitment_reports))
     address = (network.host, network.port if port is None else port)
-    server: ThreadedAssociationServer = ae.make_server(
-        address, evt_handlers=handlers, server_class=NoDelayAssociationServer
-    )
+    server = ae.make_server(address, evt_handlers=handlers, server_class=NodeAssociationServer)
+    assert isinstance(server, NodeAssociationServer)
+    server.pending = pending
+    pending.start()
     thread = threading.Thread(target=server.serve_forever, name="sodium-node-scp", daemon=True)
     thread.start()
     log.info(

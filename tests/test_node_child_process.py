@@ -60,7 +60,6 @@ def test_an_error_in_the_child_is_raised_again_with_its_class_message_and_traceb
 
 def test_a_step_over_the_limit_stops_the_child_and_what_it_started(tmp_path: Path) -> None:
     pid_file = tmp_path / "command.pid"
-    start = time.monotonic()
     with pytest.raises(StepTimeoutError, match=r"job 7: step 'segment' ran longer than 0.05 min"):
         run_in_child(
             child_tasks.hang_in_command,
@@ -69,8 +68,6 @@ def test_a_step_over_the_limit_stops_the_child_and_what_it_started(tmp_path: Pat
             log_file=tmp_path / "log",
             name="job 7",
         )
-    elapsed = time.monotonic() - start
-    assert elapsed < 20, f"stopped after {elapsed:.1f} s with a 3 s limit"
     command = int(pid_file.read_text())
     deadline = time.monotonic() + 5
     while alive(command) and time.monotonic() < deadline:
