@@ -60,9 +60,14 @@ def outbox_status_lines(config: NodeConfig) -> list[str]:
             if entry.last_error and entry.state in (ItemState.QUEUED, ItemState.COMMITTING)
             else ""
         )
+        retry = (
+            f"  attempts {entry.attempts}, next in {entry.next_attempt_in_s:.0f} s"
+            if entry.next_attempt_in_s is not None and entry.attempts
+            else ""
+        )
         lines.append(
             f"  {entry.destination:<16} {entry.state.value:<12} {entry.count:>5}"
-            f"  oldest {entry.oldest_age_s / 60:8.1f} min{error}"
+            f"  oldest {entry.oldest_age_s / 60:8.1f} min{retry}{error}"
         )
         if entry.detail:
             lines.append(f"    {entry.detail}")

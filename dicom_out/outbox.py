@@ -432,6 +432,10 @@ class OutboxEntry:
     """For refused and dead-letter items: what they are and why."""
     detail: str = ""
     """For items waiting for storage commitment: since when, how often asked."""
+    attempts: int = 0
+    """The most send attempts any of these items has had."""
+    next_attempt_in_s: float | None = None
+    """For queued items: seconds until the first of them is tried again (0: due now)."""
 
 
 def _commitment_detail(items: list[OutboxItem], now: float) -> str:
@@ -473,6 +477,10 @@ def outbox_status(config: NodeConfig, *, now: float | None = None) -> list[Outbo
                     else "",
                     items=listed,
                     detail=_commitment_detail(items, now) if state is ItemState.COMMITTING else "",
+                    attempts=max(item.attempts for item in items),
+                    next_attempt_in_s=max(0.0, min(item.next_attempt_at for item in items) - now)
+                    if state is ItemState.QUEUED
+                    else None,
                 )
             )
     return entries

@@ -14,12 +14,12 @@ from dicom_out.publish import Publisher
 from node.classify import classify_folder
 from node.importer import import_folder
 from node.index import InstanceState
-from node.jobs import JobQuality, JobQueue, read_job_quality
-from node.processing_runner import ProcessingRunner
+from node.jobs import JobQuality, JobQueue, JobState, read_job_quality
+from node.processing_runner import RESULTS_FOLDER, ProcessingRunner
 from node.receive import Receiver
 from node.service import NodeService, open_index
 from node.sessions import SessionState, all_session_ids, evaluate_session, set_session_state
-from processing.measurements import Verdict
+from processing.measurements import MeasurementsError, Verdict, read_measurements
 from sodium_node.config import NodeConfig, config_path, load_config
 from sodium_node.config_commands import add_config_option
 
@@ -29,6 +29,9 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_SERVICE_DIED = 70
 """EX_SOFTWARE: a service thread died; the service manager restarts the node, recovery takes over."""
+STATUS_TEXT_LIMIT = 64
+"""Longest patient ID or series description ``status`` prints (the values come from the sender)."""
+ERROR_TEXT_LIMIT = 300
 
 
 def _config(args: argparse.Namespace) -> NodeConfig:
@@ -122,6 +125,39 @@ def describe_quality(quality: JobQuality, *, send_failed_qc: bool) -> str:
     return text
 
 
+def printable(text: str, limit: int = STATUS_TEXT_LIMIT) -> str:
+    """``text`` safe for a terminal: control characters as escapes (``\\x1b``), cut to ``limit``."""
+    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
+SESSION_OUTCOMES = {
+    JobState.BUILDING: "queued",
+    JobState.PENDING: "queued",
+    JobState.RUNNING: "processing",
+    JobState.DONE: "done",
+    JobState.FAILED: "failed",
+}
+"""What a queued session's newest job says of it, for ``status``."""
+
+
+def session_outcome(state: SessionState, newest_job: JobState | None) -> str:
+    if state is SessionState.QUEUED and newest_job is not None:
+        return SESSION_OUTCOMES[newest_job]
+    return state.value
+
+
+def results_line(job_folder: Path) -> str:
+    """``results PATH  cgm 41.2  dgm 40.1  ... mM`` for a done job ('' if it has no readable results)."""
+    results = job_folder / RESULTS_FOLDER
+    try:
+        measurements = read_measurements(results)
+    except MeasurementsError as error:
+        return f"results unreadable: {printable(str(error), ERROR_TEXT_LIMIT)}"
+    values = "  ".join(f"{m.tissue.value} {m.mean_mM:.1f}" for m in measurements.tissues)
+    return f"results {results}  {values} mM"
+
+
 def status_command(args: argparse.Namespace) -> int:
     config = _config(args)
     index = open_index(config)
@@ -135,17 +171,19 @@ def status_command(args: argparse.Namespace) -> int:
         print("no sessions")
     for session_id in session_ids:
         report = evaluate_session(index, session_id, config)
+        jobs = queue.jobs_of(session_id)
+        outcome = session_outcome(report.state, jobs[-1][1] if jobs else None)
         ready = "complete" if report.required_complete else report.describe_missing()
-        print(f"session {session_id}  patient {report.patient_id}  {report.state.value}  {ready}")
+        print(f"session {session_id}  patient {printable(report.patient_id)}  {outcome}  {ready}")
         for status in report.series:
             expected = f"/{status.expected}" if status.expected is not None else ""
             number = "-" if status.series_number is None else str(status.series_number)
             print(
                 f"  {status.role.value:<15} series {number:>5}"
                 f"  {status.instances:>4}{expected:<5} {'complete' if status.complete else 'incomplete':<10} "
-                f"{status.series_description}"
+                f"{printable(status.series_description)}"
             )
-        for job_id, state, attempts, error in queue.jobs_of(session_id):
+        for job_id, state, attempts, error in jobs:
             folder = queue.folder_of(job_id)
             quality = None if folder is None else read_job_quality(folder)
             described = (
@@ -153,10 +191,10 @@ def status_command(args: argparse.Namespace) -> int:
                 if quality is None
                 else "  " + describe_quality(quality, send_failed_qc=config.output.send_failed_qc)
             )
-            print(
-                f"  job {job_id}  {state.value}  attempts {attempts}"
-                f"{'  ' + error if error else ''}{described}"
-            )
+            failure = f"  {printable(error, ERROR_TEXT_LIMIT)}" if error else ""
+            print(f"  job {job_id}  {state.value}  attempts {attempts}{failure}{described}")
+            if state is JobState.DONE and folder is not None:
+                print(f"    {results_line(folder)}")
     for line in outbox_status_lines(config):
         print(line)
     return EXIT_OK

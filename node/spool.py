@@ -72,11 +72,15 @@ class Spool:
         if final.is_file():
             return StoredObject(final, sha256, final.stat().st_size)  # already durable: a resend
         temporary = self.temporary_dir / f"{sha256}.{secrets.token_hex(6)}.part"
-        with temporary.open("wb") as file:
-            file.write(data)
-            if self.fsync:
-                file.flush()
-                os.fsync(file.fileno())
+        try:
+            with temporary.open("wb") as file:
+                file.write(data)
+                if self.fsync:
+                    file.flush()
+                    os.fsync(file.fileno())
+        except BaseException:
+            temporary.unlink(missing_ok=True)  # a disk full must not leave the partial copy behind
+            raise
         if not final.parent.is_dir():
             final.parent.mkdir(exist_ok=True)
             if self.fsync:

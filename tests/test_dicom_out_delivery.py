@@ -118,6 +118,7 @@ def test_pacs_down_then_up_retries_with_backoff_and_delivers_each_object_once(
     assert {(item.attempts, item.next_attempt_at) for item in queued} == {(3, start + 0.8 + 0.5)}, "capped"
     lines = "\n".join(outbox_status_lines(config))
     assert "queued" in lines and "no association" in lines
+    assert "attempts 3, next in " in lines, "status shows the attempts and when the next one is"
     with store_scp(port, export.sop_classes()) as received:
         report = deliver_once(config, now=start + 2.0)
     assert len(report.of(Outcome.DELIVERED)) == len(export.objects)

@@ -12,6 +12,7 @@ would leave them.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
@@ -458,3 +459,18 @@ def test_announced_sop_class_other_than_the_presentation_context_is_refused(tmp_
         assert not [p for p in config.storage.spool_dir.rglob("*") if p.is_file()], "nothing stored"
     finally:
         index.close()
+
+
+def test_a_spool_write_that_fails_leaves_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14, defect 10: a .part file of a failed write (disk full) stayed until the next restart."""
+    spool = Spool(tmp_path / "spool", fsync=True)
+
+    def disk_full(descriptor: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("node.spool.os.fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        spool.write(b"an instance's bytes")
+    assert list(spool.temporary_dir.iterdir()) == [] and spool.all_objects() == []
