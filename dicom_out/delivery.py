@@ -251,9 +251,15 @@ def _send_due(
     if destination.storage_commitment:
         contexts.append(commitment.commitment_context())
     association, problem = _associate(config, destination, contexts)
-    if association is None:
-        log.warning("%s", problem)
-        retries = [failed(config, destination, item, problem, now) for item in due]
+    if association is None:  # one line for the destination, not one per object
+        retries = [failed(config, destination, item, problem, now, level=logging.DEBUG) for item in due]
+        waits = [item.next_attempt_at - now for item in items_in(config, destination.name, ItemState.QUEUED)]
+        log.warning(
+            "%s; %d objects wait%s",
+            problem,
+            len(due),
+            f", next attempt in {max(0.0, min(waits)):.0f} s" if waits else "",
+        )
         return retries + commitment.request_failed(config, destination, ask_again, problem, now=now)
     events: list[DeliveryEvent] = []
     accepted = {str(context.abstract_syntax) for context in association.accepted_contexts}

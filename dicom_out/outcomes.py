@@ -80,9 +80,17 @@ def dead_letter(config: NodeConfig, item: OutboxItem, reason: str) -> DeliveryEv
 
 
 def failed(
-    config: NodeConfig, destination: DestinationConfig, item: OutboxItem, reason: str, now: float
+    config: NodeConfig,
+    destination: DestinationConfig,
+    item: OutboxItem,
+    reason: str,
+    now: float,
+    *,
+    level: int = logging.WARNING,
 ) -> DeliveryEvent:
-    """Back to queued/ with the next attempt later, or to the dead letter folder when too old."""
+    """Back to queued/ with the next attempt later, or to the dead letter folder when too old.
+
+    ``level``: of the item's log line (DEBUG when the caller logs one line for many items)."""
     if too_old(destination, item, now):
         return dead_letter(config, item, reason)
     wait_s = backoff_s(destination, item.attempts)
@@ -94,5 +102,5 @@ def failed(
         next_attempt_at=now + wait_s,
         last_error=reason,
     )
-    log.warning("%s: %s; next attempt in %.0f s", item.describe(), reason, wait_s)
+    log.log(level, "%s: %s; next attempt in %.0f s", item.describe(), reason, wait_s)
     return DeliveryEvent.of(item, Outcome.RETRY, reason)

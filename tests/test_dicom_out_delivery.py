@@ -9,6 +9,7 @@ explicitly (``now``) so that back-off and age limits are checked without waiting
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -96,13 +97,21 @@ def test_everything_arrives_once_and_the_outbox_keeps_only_receipts(export: Expo
 
 
 def test_pacs_down_then_up_retries_with_backoff_and_delivers_each_object_once(
-    export: Export, tmp_path: Path
+    export: Export, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     port = free_port()  # nothing listens there yet
     config = _config(tmp_path, DestinationSpec("PACS", port, initial_backoff_s=0.2, max_backoff_s=0.5))
     start = time.time()
     enqueue(export.folder, config, now=start)
-    first = deliver_once(config, now=start)
+    with caplog.at_level(logging.INFO, logger="dicom_out"):
+        first = deliver_once(config, now=start)
+    warnings = [
+        record.getMessage()
+        for record in caplog.records
+        if record.levelno >= logging.WARNING and record.name.startswith("dicom_out")
+    ]
+    assert len(warnings) == 1, "one line per destination and attempt, not one per object"
+    assert f"{len(export.objects)} objects wait, next attempt in 0 s" in warnings[0]
     assert len(first.of(Outcome.RETRY)) == len(export.objects)
     assert (
         "no association" in first.events[0].detail and "PACS (TEST_PACS@127.0.0.1" in first.events[0].detail
