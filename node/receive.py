@@ -23,7 +23,7 @@ from pydicom.filereader import read_file_meta_info
 from node.headers import MalformedInstanceError, read_header
 from node.index import Announced, Index, InstanceRow, InstanceState, Origin, RecordOutcome, Source
 from node.sessions import record_ingested
-from node.spool import Spool, StoredObject, data_set_offset, quarantine_bytes
+from node.spool import MIB, Spool, StoredObject, data_set_offset, quarantine_bytes
 from sodium_node.config import NodeConfig
 from sodium_node.supervision import Supervisor
 
@@ -40,7 +40,11 @@ class Receiver:
     def __init__(self, config: NodeConfig, index: Index, *, supervisor: Supervisor | None = None) -> None:
         self.config = config
         self.index = index
-        self.spool = Spool(config.storage.spool_dir, fsync=config.storage.fsync_before_ack)
+        self.spool = Spool(
+            config.storage.spool_dir,
+            fsync=config.storage.fsync_before_ack,
+            min_free_bytes=int(config.storage.min_free_disk_mib * MIB),
+        )
         self.quarantine_dir = config.storage.quarantine_dir
         self._pending: queue.Queue[int | None] = queue.Queue()
         self._thread: threading.Thread | None = None

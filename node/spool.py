@@ -9,6 +9,7 @@ sender, is one file.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import logging
 import os
@@ -21,6 +22,8 @@ from typing import Any
 from sodium_node.durable import fsync_directory, write_bytes_durably, write_json_durably
 
 log = logging.getLogger(__name__)
+
+MIB = 1 << 20
 
 OBJECTS = "objects"
 TEMPORARY = "tmp"
@@ -54,9 +57,10 @@ class StoredObject:
 class Spool:
     """Content-addressed store of received bytes under ``spool_dir``."""
 
-    def __init__(self, spool_dir: Path, *, fsync: bool) -> None:
+    def __init__(self, spool_dir: Path, *, fsync: bool, min_free_bytes: int = 0) -> None:
         self.spool_dir = spool_dir
         self.fsync = fsync
+        self.min_free_bytes = min_free_bytes
         self.objects_dir = spool_dir / OBJECTS
         self.temporary_dir = spool_dir / TEMPORARY
         self.objects_dir.mkdir(parents=True, exist_ok=True)
@@ -71,6 +75,7 @@ class Spool:
         final = self.object_path(sha256)
         if final.is_file():
             return StoredObject(final, sha256, final.stat().st_size)  # already durable: a resend
+        self._check_free_space(len(data))
         temporary = self.temporary_dir / f"{sha256}.{secrets.token_hex(6)}.part"
         try:
             with temporary.open("wb") as file:
@@ -89,6 +94,19 @@ class Spool:
         if self.fsync:
             fsync_directory(final.parent)
         return StoredObject(final, sha256, len(data))
+
+    def _check_free_space(self, size: int) -> None:
+        """Refuse a write that would leave less than ``min_free_bytes`` free: the node, its index and
+        the processing need room, and a disk filled to the last byte corrupts more than it keeps."""
+        if not self.min_free_bytes:
+            return
+        free = shutil.disk_usage(self.temporary_dir).free
+        if free - size < self.min_free_bytes:
+            raise OSError(
+                errno.ENOSPC,
+                f"{free / MIB:.0f} MiB free on the spool's disk, below storage.min_free_disk_mib "
+                f"({self.min_free_bytes / MIB:.0f}) with this {size / MIB:.1f} MiB instance",
+            )
 
     def remove_leftovers(self) -> int:
         """Delete partial writes of a crashed run: they were never acknowledged, the sender resends."""

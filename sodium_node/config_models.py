@@ -240,6 +240,7 @@ class StorageConfig(Section):
     fsync_before_ack: bool
     import_settle_s: Annotated[float, Field(gt=0)]
     receipt_retention_days: Annotated[float, Field(gt=0)]
+    min_free_disk_mib: Annotated[float, Field(ge=0)]
 
     @field_validator("root", "import_dir", "index_database")
     @classmethod

@@ -109,6 +109,7 @@ def test_default_config_has_the_documented_values() -> None:
     assert storage.index_database == storage.root / "index.sqlite3"
     assert storage.fsync_before_ack is True
     assert storage.receipt_retention_days == 30.0
+    assert storage.min_free_disk_mib == 1024.0
 
     sessions = config.sessions
     assert (sessions.grouping_window_minutes, sessions.quiet_period_s) == (240, 120)

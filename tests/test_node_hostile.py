@@ -16,6 +16,7 @@ import errno
 import io
 import json
 import logging
+import shutil
 import subprocess
 import sys
 import warnings
@@ -474,3 +475,18 @@ def test_a_spool_write_that_fails_leaves_no_partial_file(
     with pytest.raises(OSError, match="No space left"):
         spool.write(b"an instance's bytes")
     assert list(spool.temporary_dir.iterdir()) == [] and spool.all_objects() == []
+
+
+def test_below_the_free_disk_floor_an_instance_is_refused_with_0xa700_and_nothing_is_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    free_mib = shutil.disk_usage(tmp_path).free / 2**20
+    with running_node(
+        tmp_path / "full", ManifestRunner(), min_free_disk_mib=f"{free_mib + 10_000:.0f}"
+    ) as node:
+        assert send(node.port, [good_file(tmp_path, 1)]) == [0xA700], "Out of Resources: the sender keeps it"
+        assert counts(node.config) == {}
+        assert not list(Spool(node.config.storage.spool_dir, fsync=False).temporary_dir.iterdir())
+    assert "below storage.min_free_disk_mib" in caplog.text
+    with running_node(tmp_path / "room", ManifestRunner(), min_free_disk_mib="0") as node:
+        assert send(node.port, [good_file(tmp_path, 1)]) == [0x0000]
