@@ -295,7 +295,8 @@ def test_several_errors_report_the_first_count_the_rest_and_list_all_unknown_key
     assert "\n" not in message
     assert message.endswith(
         "storage.fsync_befor_ack: unknown key 'fsync_befor_ack'; expected one of: root, import_dir, "
-        "index_database, fsync_before_ack, import_settle_s, receipt_retention_days (and 3 more: "
+        "index_database, fsync_before_ack, import_settle_s, receipt_retention_days, min_free_disk_mib "
+        "(and 3 more: "
         "sodium-node check-config lists them)"
     ), message
     problems = raised.value.problems
