@@ -41,7 +41,7 @@ from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicom_out.commitment_scp import ReportHandler, accept_commitment_reports
-from node.headers import is_valid_uid
+from node.headers import deflate_problem, is_valid_uid
 from node.index import Announced, Origin, Source
 from node.receive import Receiver
 from sodium_node.config import NetworkConfig
@@ -80,29 +80,6 @@ STATUS_PROCESSING_FAILURE = 0xC001
 
 DEADLINE_CHECK_S = 0.25
 """How often waiting connections are checked against their deadline."""
-INFLATE_CHUNK_BYTES = 1 << 20
-"""How much inflated output the deflate check holds at a time."""
-
-
-def deflate_problem(deflated: bytes) -> str:
-    """Why a Deflated Explicit VR Little Endian data set does not inflate to its end ('' if it does).
-
-    Inflated in chunks of at most `INFLATE_CHUNK_BYTES` that are dropped at once, so the check's
-    memory is bounded whatever the ratio.
-    """
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, PS3.5 A.5
-    pending = deflated
-    try:
-        while not inflater.eof:
-            output = inflater.decompress(pending, INFLATE_CHUNK_BYTES)
-            pending = inflater.unconsumed_tail
-            if not output and not pending:
-                return "the deflated data set ends before its deflate stream does (truncated)"
-    except zlib.error as error:
-        return f"the deflated data set does not inflate ({error})"
-    return ""
-
-
 SOP_CLASS_UID_TAG = 0x00080016
 DEFLATED_HEAD_BYTES = 1 << 16
 """How much of a deflated data set is inflated to find its SOP Class UID (it is among the first elements)."""

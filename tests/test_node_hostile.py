@@ -17,9 +17,11 @@ import io
 import json
 import logging
 import shutil
+import struct
 import subprocess
 import sys
 import warnings
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,7 +211,7 @@ def test_hostile_instances_left_stored_by_a_crash_do_not_stop_the_node_starting(
         assert counts(config) == {"ingested": 1, "quarantined": 3}
         found = " | ".join(reasons(config.storage.quarantine_dir))
         assert "outside the range" in found and "nested too deeply" in found
-        assert "unreadable DICOM (error: Error -3 while decompressing" in found
+        assert "the deflated data set does not inflate (Error -3 while decompressing" in found
     finally:
         service.stop()
         service.index.close()
@@ -490,3 +492,50 @@ def test_below_the_free_disk_floor_an_instance_is_refused_with_0xa700_and_nothin
     assert "below storage.min_free_disk_mib" in caplog.text
     with running_node(tmp_path / "room", ManifestRunner(), min_free_disk_mib="0") as node:
         assert send(node.port, [good_file(tmp_path, 1)]) == [0x0000]
+
+
+def deflate_bomb(number: int, inflated_mib: int) -> bytes:
+    """A valid small instance whose deflated body ends in ``inflated_mib`` MiB of trailing padding."""
+    padding = inflated_mib << 20
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)  # raw deflate, PS3.5 A.5
+    chunks = [compressor.compress(encoded_body(small_instance(number)))]
+    chunks.append(compressor.compress(struct.pack("<HH2sHI", 0xFFFC, 0xFFFC, b"OB", 0, padding)))
+    zeros = bytes(1 << 20)
+    chunks += [compressor.compress(zeros) for _ in range(inflated_mib)]
+    chunks.append(compressor.flush())
+    return part10(
+        b"".join(chunks),
+        sop_instance_uid=instance_uid(number),
+        transfer_syntax=DeflatedExplicitVRLittleEndian,
+    )
+
+
+def test_a_deflate_bomb_is_quarantined_without_inflating_it_whole(tmp_path: Path, raw_sending: None) -> None:
+    """Issue 14, defect 8: a 1.1 MB deflated instance took the node to 2.37 GB peak RSS."""
+    folder = tmp_path / "media"
+    folder.mkdir()
+    bomb = deflate_bomb(201, inflated_mib=1024)
+    assert len(bomb) < 2 << 20, "about a megabyte on the wire"
+    (folder / "bomb.dcm").write_bytes(bomb)
+    config_path = write_node_config(tmp_path / "node", port=free_port())
+    # A fresh interpreter whose only child is the import: its children's peak RSS is the import's.
+    measure = (
+        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    command = [sys.executable, "-m", "sodium_node.cli", "import", str(folder), "--config", str(config_path)]
+    result = subprocess.run(
+        [sys.executable, "-c", measure, *command], capture_output=True, text=True, check=True
+    )
+    peak_mib = int(result.stdout.split()[-1]) / 1024
+    assert "1 quarantined" in result.stdout
+    config = load_config(config_path)
+    assert "inflates to more than 512 MiB" in " ".join(reasons(config.storage.quarantine_dir))
+    # The interpreter with numpy, pydicom and pynetdicom loaded is ~150 MiB; inflating the bomb whole
+    # would add twice its inflated size (2 GiB).
+    assert peak_mib < 600, f"peak RSS {peak_mib:.0f} MiB"
+
+    # Over the network it is refused before the acknowledgement (0xC000) and kept in quarantine.
+    with running_node(tmp_path / "network", ManifestRunner()) as node:
+        assert send(node.port, [folder / "bomb.dcm"]) == [0xC000]
+        assert "inflates to more than 512 MiB" in " ".join(reasons(node.config.storage.quarantine_dir))
