@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.handlers
 import signal
 import threading
 from pathlib import Path
@@ -17,6 +18,7 @@ from node.index import InstanceState
 from node.jobs import JobQuality, JobQueue, JobState, read_job_quality
 from node.processing_runner import RESULTS_FOLDER, ProcessingRunner
 from node.receive import Receiver
+from node.retention import clean
 from node.service import NodeService, open_index
 from node.sessions import SessionState, all_session_ids, evaluate_session, set_session_state
 from processing.measurements import MeasurementsError, Verdict, read_measurements
@@ -38,18 +40,24 @@ def _config(args: argparse.Namespace) -> NodeConfig:
     return load_config(config_path(args.config))
 
 
-def _configure_log_file(config: NodeConfig) -> None:
+def configure_log_file(config: NodeConfig) -> None:
     logging.getLogger().setLevel(config.logging.level.value)
     if config.logging.file is not None:
         config.logging.file.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(config.logging.file)
+        handler: logging.FileHandler = (
+            logging.handlers.TimedRotatingFileHandler(
+                config.logging.file, when="midnight", backupCount=config.logging.keep_days
+            )
+            if config.logging.keep_days
+            else logging.FileHandler(config.logging.file)
+        )
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger().addHandler(handler)
 
 
 def serve(args: argparse.Namespace) -> int:
     config = _config(args)
-    _configure_log_file(config)
+    configure_log_file(config)
     runner = ProcessingRunner.from_config(config, publish=Publisher(config))
     service = NodeService(config, runner, port=args.port)
     stop = threading.Event()
@@ -200,6 +208,19 @@ def status_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def clean_command(args: argparse.Namespace) -> int:
+    config = _config(args)
+    index = open_index(config)
+    queue = JobQueue(config.storage.jobs_dir, index, max_attempts=config.sessions.max_job_attempts)
+    removed = clean(config, index, queue)
+    print(
+        f"removed {removed.sessions} delivered sessions older than "
+        f"{config.retention.delivered_session_days:g} days and {removed.quarantined_files} quarantined "
+        f"files older than {config.retention.quarantine_days:g} days (0 = kept for ever)"
+    )
+    return EXIT_OK
+
+
 def reprocess_command(args: argparse.Namespace) -> int:
     config = _config(args)
     index = open_index(config)
@@ -244,3 +265,10 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("session", metavar="SESSION")
     add_config_option(parser)
     parser.set_defaults(handler=reprocess_command)
+
+    parser = commands.add_parser(
+        "clean",
+        help="remove delivered sessions and quarantined files past their retention (as serve does hourly)",
+    )
+    add_config_option(parser)
+    parser.set_defaults(handler=clean_command)

@@ -283,6 +283,23 @@ class Index:
             )
             _release_if_unreferenced(connection, self, released)
 
+    def forget_session(self, session_id: str) -> int:
+        """Delete a session's rows (instances, series, jobs, the session) and the spool files no other
+        row names; returns how many instance rows went. The caller removed the job folders first."""
+        with self.transaction() as connection:
+            rows = connection.execute(
+                "SELECT instances.id, instances.path FROM instances JOIN series USING (series_instance_uid) "
+                "WHERE series.session_id = ?",
+                (session_id,),
+            ).fetchall()
+            connection.executemany("DELETE FROM instances WHERE id = ?", [(row[0],) for row in rows])
+            connection.execute("DELETE FROM series WHERE session_id = ?", (session_id,))
+            connection.execute("DELETE FROM jobs WHERE session_id = ?", (session_id,))
+            connection.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
+            for path in {str(row[1]) for row in rows}:  # content-addressed: shared bytes stay
+                _release_if_unreferenced(connection, self, self.absolute(path))
+        return len(rows)
+
     def adopt_sop_instance_uid(self, instance_id: int, sop_instance_uid: str) -> bool:
         """Give an imported/recovered row the SOP Instance UID its data set holds (its file meta
         header said another); False if that UID with the same bytes is already indexed: then this

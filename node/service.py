@@ -21,6 +21,7 @@ from node.importer import ImportWatcher
 from node.index import Index
 from node.jobs import JobQueue
 from node.receive import Receiver
+from node.retention import Cleaner
 from node.scp import start_scp
 from node.sessions import (
     Decision,
@@ -94,6 +95,7 @@ class NodeService:
             supervisor=self.supervisor,
         )
         self.deliverer = Deliverer(config, supervisor=self.supervisor)
+        self.cleaner = Cleaner(config, self.index, self.queue, supervisor=self.supervisor)
         self._port = port
         self._server: ThreadedAssociationServer | None = None
         self._stop = threading.Event()
@@ -129,6 +131,7 @@ class NodeService:
         self.watcher.start()
         self.worker.start()
         self.deliverer.start()
+        self.cleaner.start()
         self._monitor_thread.start()
 
     def stop(self) -> None:
@@ -141,6 +144,7 @@ class NodeService:
             self._monitor_thread.join()
         self.worker.stop()
         self.deliverer.stop()
+        self.cleaner.stop()
         log.info("node stopped")
 
     def _monitor_loop(self) -> None:

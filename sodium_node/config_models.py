@@ -583,9 +583,17 @@ class DestinationConfig(Section):
         return values
 
 
+class RetentionConfig(Section):
+    """How long the node keeps patient data it has finished with (node/retention.py); 0 = for ever."""
+
+    delivered_session_days: Annotated[float, Field(ge=0)]
+    quarantine_days: Annotated[float, Field(ge=0)]
+
+
 class LoggingConfig(Section):
     level: LogLevel
     file: Path | None = None
+    keep_days: Annotated[int, Field(ge=0, le=3650)]
 
     @field_validator("file")
     @classmethod
@@ -603,6 +611,7 @@ class NodeConfig(Section):
     processing: ProcessingConfig
     output: OutputConfig
     destinations: tuple[DestinationConfig, ...]
+    retention: RetentionConfig
     logging: LoggingConfig
 
     @field_validator("destinations")

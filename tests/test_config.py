@@ -110,6 +110,8 @@ def test_default_config_has_the_documented_values() -> None:
     assert storage.fsync_before_ack is True
     assert storage.receipt_retention_days == 30.0
     assert storage.min_free_disk_mib == 1024.0
+    assert config.retention.delivered_session_days == 30.0 and config.retention.quarantine_days == 90.0
+    assert config.logging.keep_days == 30
 
     sessions = config.sessions
     assert (sessions.grouping_window_minutes, sessions.quiet_period_s) == (240, 120)
