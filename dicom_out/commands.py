@@ -25,6 +25,7 @@ from dicom_out.outbox import (
 from dicom_out.qc_gate import withheld_reason
 from sodium_node.config import NodeConfig, config_path, load_config
 from sodium_node.config_commands import add_config_option
+from sodium_node.paths import input_folder, output_folder
 
 EXIT_OK = 0
 EXIT_NOT_DELIVERED = 1
@@ -34,7 +35,9 @@ POLL_S = 0.2
 def export_command(args: argparse.Namespace) -> int:
     config = load_config(config_path(args.config))
     output = output_identity(config.output)
-    sodium_files = sorted(path for path in Path(args.sodium_dicom_dir).rglob("*") if path.is_file())
+    sodium_dir = input_folder(Path(args.sodium_dicom_dir), "SODIUM_DICOM_DIR")
+    output_folder(Path(args.out_dir), "OUT_DIR")
+    sodium_files = sorted(path for path in sodium_dir.rglob("*") if path.is_file())
     written = export_results(
         Path(args.results_dir),
         sodium_files,

@@ -24,6 +24,7 @@ from node.sessions import SessionState, all_session_ids, evaluate_session, set_s
 from processing.measurements import MeasurementsError, Verdict, read_measurements
 from sodium_node.config import NodeConfig, config_path, load_config
 from sodium_node.config_commands import add_config_option
+from sodium_node.paths import input_folder
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +86,7 @@ def serve(args: argparse.Namespace) -> int:
 
 def import_command(args: argparse.Namespace) -> int:
     config = _config(args)
-    folder = Path(args.folder)
-    if not folder.is_dir():
-        print(f"{folder}: not a folder")
-        return EXIT_FAILURE
+    folder = input_folder(Path(args.folder), "DIR")
     index = open_index(config)
     receiver = Receiver(config, index)
     before = index.counts().get(InstanceState.QUARANTINED.value, 0)
@@ -105,7 +103,7 @@ def import_command(args: argparse.Namespace) -> int:
 
 def classify_command(args: argparse.Namespace) -> int:
     config = _config(args)
-    found, problems = classify_folder(Path(args.folder), config.classification.rules)
+    found, problems = classify_folder(input_folder(Path(args.folder), "DIR"), config.classification.rules)
     columns = ("series", "role", "rule", "n", "echoes", "nucleus", "coil", "description")
     print("{:>6}  {:<15} {:>4}  {:>4} {:>6}  {:<7} {:<16} {}".format(*columns))
     for item in found:

@@ -6,13 +6,18 @@ import argparse
 from pathlib import Path
 
 from processing.convert import convert_folder
+from sodium_node.paths import input_folder, output_folder
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
 
 
 def convert(args: argparse.Namespace) -> int:
-    report = convert_folder(Path(args.dicom_dir), Path(args.out_dir), progress=not args.quiet)
+    report = convert_folder(
+        input_folder(Path(args.dicom_dir), "DICOM_DIR"),
+        output_folder(Path(args.out_dir), "OUT_DIR"),
+        progress=not args.quiet,
+    )
     for converted in report.converted:
         print(converted.nifti_path)
     for failed in report.failed:

@@ -9,6 +9,7 @@ from simulator.physics import ReceiveFieldShape
 from simulator.population import Group
 from simulator.report import describe_session
 from simulator.session import SimulationOptions, VialLayout, simulate_session
+from sodium_node.paths import output_folder
 
 
 def simulate(args: argparse.Namespace) -> int:
@@ -27,7 +28,7 @@ def simulate(args: argparse.Namespace) -> int:
         new_study_for_sodium=args.new_study,
         progress=not args.quiet,
     )
-    session = simulate_session(Path(args.out_dir), options)
+    session = simulate_session(output_folder(Path(args.out_dir), "OUT_DIR"), options)
     print(describe_session(session))
     return 0
 

@@ -75,6 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SodiumNodeError as error:
         log.error("%s", error)
         return EXIT_FAILURE
+    except OSError as error:  # a file or folder the user named: one line, the traceback at DEBUG
+        log.debug("%s", error, exc_info=True)
+        where = f"{error.filename}: " if error.filename else ""
+        log.error("%s%s", where, error.strerror or error)
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

@@ -22,8 +22,9 @@ from processing.session_series import SessionSeries
 from processing.settings import settings_from_config
 from sodium_node.config import config_path, load_config
 from sodium_node.config_commands import add_config_option
-from sodium_node.config_models import ClassificationRule, Role
+from sodium_node.config_models import PROCESSING_ROLES, ClassificationRule, Role
 from sodium_node.errors import SessionError
+from sodium_node.paths import input_folder, output_folder
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,7 @@ def session_series_from_roles(
     segmentation_folder: Path | None = None,
     lesion_mask_nifti: Path | None = None,
 ) -> SessionSeries:
-    required = (Role.SODIUM, Role.BODY_COIL_PDT2, Role.HEAD_COIL_PDT2, Role.T1_3D)
-    missing = [role.value for role in required if not by_role.get(role)]
+    missing = [role.value for role in PROCESSING_ROLES if not by_role.get(role)]
     if missing:
         raise SessionError(
             f"{where}: no series for role(s) {', '.join(missing)}; the session cannot be processed"
@@ -80,7 +80,8 @@ def session_series_from_roles(
 
 def process(args: argparse.Namespace) -> int:
     config = load_config(config_path(args.config))
-    session_dir = Path(args.session_dir)
+    session_dir = input_folder(Path(args.session_dir), "DICOM_DIR")
+    output_folder(Path(args.out_dir), "OUT_DIR")
     series = session_series_from_roles(
         files_by_role(session_dir, config.classification.rules),
         where=str(session_dir),

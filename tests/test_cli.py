@@ -76,6 +76,38 @@ def test_every_command_exits_2_on_a_bad_config_with_one_line(
     )
 
 
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (["classify", "{missing}"], "{missing}: no such folder (DIR)"),
+        (["classify", "{file}"], "{file}: not a folder (DIR)"),
+        (["import", "{missing}"], "{missing}: no such folder (DIR)"),
+        (["process", "{missing}", "{folder}/out"], "{missing}: no such folder (DICOM_DIR)"),
+        (["process", "{folder}", "{file}"], "{file}: exists and is not a folder (OUT_DIR)"),
+        (["convert", "{folder}", "{file}"], "{file}: exists and is not a folder (OUT_DIR)"),
+        (
+            ["simulate", "{file}", "--seed", "1", "--group", "HC"],
+            "{file}: exists and is not a folder (OUT_DIR)",
+        ),
+        (["export", "{folder}", "{missing}", "{folder}/out"], "{missing}: no such folder (SODIUM_DICOM_DIR)"),
+    ],
+)
+def test_a_user_error_is_one_line_naming_the_path_and_exit_1(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, arguments: list[str], expected: str
+) -> None:
+    names = {"missing": tmp_path / "nowhere", "file": tmp_path / "a-file", "folder": tmp_path / "folder"}
+    names["file"].write_text("not a folder")
+    names["folder"].mkdir()
+    site = tmp_path / "site.toml"
+    site.write_text(f'storage.root = "{tmp_path / "state"}"\n')
+    argv = [argument.format(**names) for argument in arguments]
+    with caplog.at_level(logging.ERROR):
+        takes_config = argv[0] not in ("simulate", "convert")
+        assert main([*argv, "--config", str(site)] if takes_config else argv) == 1
+    (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.getMessage() == expected.format(**names) and record.exc_info is None
+
+
 def test_console_script_is_installed() -> None:
     """`pip install -e .` put the `sodium-node` entry point beside the interpreter."""
     executable = Path(sys.executable).parent / "sodium-node"
