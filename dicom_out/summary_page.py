@@ -1,10 +1,12 @@
 """A one-page summary a person reads in any PACS: a Secondary Capture (RGB) rendered with Pillow.
 
-The page holds the TSC table beside the healthy controls of the paper (Brownlee et al., Table 2),
-the brain volumes, the QC verdicts with thumbnails of ``qc/*.png``, and a montage of the TSC map
-(0-140 mM) with a colour bar. The patient's name and ID are drawn on the page, so Burned In
-Annotation is YES; the page, its Series Description and its Image Comments say research use only,
-and the page says which result version it shows and which it replaces.
+The page holds the TSC table beside the healthy controls of the paper (Brownlee et al., Table 2;
+a value more than 2 SD from their mean is flagged), the brain volumes, every QC verdict (failures
+first) with thumbnails of ``qc/*.png``, and a montage of the TSC map (0-140 mM) with a colour bar,
+each slice marked with its position and the patient's left and right. The patient's name and ID
+are drawn on the page, so Burned In Annotation is YES; the page, its Series Description and its
+Image Comments say research use only, and the page says which result version it shows and which it
+replaces.
 """
 
 from __future__ import annotations
@@ -46,10 +48,17 @@ HEALTHY_CONTROLS_MM = {
     Tissue.NAWM: (32.03, 3.44),
 }
 """Mean (SD) TSC of the paper's healthy controls, Table 2."""
+HEALTHY_CONTROLS_REFERENCE = (
+    "Healthy controls: Brownlee et al., Table 2 (34 subjects, 3T Philips Achieva). Flagged: more than "
+    "2 SD from their mean (a research reference, not a clinical range)."
+)
+FLAG_SD = 2.0
+LPS_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))
+"""Patient directions of the DICOM axes (LPS), (negative, positive)."""
 TISSUE_NAMES = {
     Tissue.CORTICAL_GM: "Cortical grey matter",
     Tissue.DEEP_GM: "Deep grey matter",
-    Tissue.NAWM: "Normal-appearing white matter",
+    Tissue.NAWM: "Normal-appearing WM",
     Tissue.LESION: "Lesions",
     Tissue.CSF: "CSF (check, ~140)",
 }
@@ -81,6 +90,19 @@ def colour_map(values: npt.NDArray[np.floating]) -> npt.NDArray[np.uint8]:
     return np.asarray(rgb, dtype=np.uint8)
 
 
+def direction_letter(direction: npt.NDArray[np.floating]) -> str:
+    """The patient direction a unit vector points to most (LPS), e.g. ``L`` for (0.99, 0.1, 0)."""
+    axis = int(np.argmax(np.abs(direction)))
+    return LPS_LETTERS[axis][int(direction[axis] > 0)]
+
+
+def slice_label(position: npt.NDArray[np.floating], normal: npt.NDArray[np.floating]) -> str:
+    """Where a slice lies along the axis its normal follows: ``S 12 mm``, ``I 30 mm``."""
+    axis = int(np.argmax(np.abs(normal)))
+    value = float(position[axis])
+    return f"{LPS_LETTERS[axis][int(value >= 0)]} {abs(value):.0f} mm"
+
+
 def _montage(results: Results, width: int) -> Image.Image:
     tsc = results.tsc_mM
     brain = sum(
@@ -93,9 +115,20 @@ def _montage(results: Results, width: int) -> Image.Image:
     tile = width // columns
     rows = (len(frames) + columns - 1) // columns
     montage = Image.new("RGB", (tile * columns, tile * rows), BACKGROUND)
+    draw, font = ImageDraw.Draw(montage), _font(20)
+    sodium = results.sodium
+    normal = np.cross(sodium.row_direction, sodium.column_direction)
+    # Pixels of a row run along the row direction: that is the tile's right side.
+    right, left = direction_letter(sodium.row_direction), direction_letter(-sodium.row_direction)
     for index, frame in enumerate(frames):
         picture = Image.fromarray(colour_map(tsc[frame])).resize((tile, tile), Image.Resampling.BILINEAR)
-        montage.paste(picture, ((index % columns) * tile, (index // columns) * tile))
+        x, y = (index % columns) * tile, (index // columns) * tile
+        montage.paste(picture, (x, y))
+        draw.text(
+            (x + 6, y + 4), slice_label(sodium.frame_positions_lps[frame], normal), fill=WHITE, font=font
+        )
+        draw.text((x + 4, y + tile // 2 - 10), left, fill=WHITE, font=font)
+        draw.text((x + tile - 18, y + tile // 2 - 10), right, fill=WHITE, font=font)
     return montage
 
 
@@ -158,23 +191,32 @@ def render_summary(results: Results, *, version: ResultVersion) -> Image.Image:
             font=small,
         )
     y = 214
-    header = ("Tissue", "Mean (SD) mM", "Median", "Volume ml", "Healthy controls")
-    columns_x = (50, 470, 700, 830, 990)
+    header = ("Tissue", "Mean (SD) mM", "Median", "Volume ml", "Healthy controls", "vs HC")
+    columns_x = (50, 400, 610, 740, 880, 1120)
     for x, label in zip(columns_x, header, strict=True):
         draw.text((x, y), label, fill=GREY, font=text)
     y += 40
     for measurement in m.tissues:
         control = HEALTHY_CONTROLS_MM.get(measurement.tissue)
+        z = None if control is None else (measurement.mean_mM - control[0]) / control[1]
         cells = (
             TISSUE_NAMES[measurement.tissue],
             f"{measurement.mean_mM:.2f} ({measurement.sd_mM:.2f})",
             f"{measurement.median_mM:.2f}",
             f"{measurement.volume_ml:.1f}",
             f"{control[0]:.2f} ({control[1]:.2f})" if control else "-",
+            "" if z is None else f"{z:+.1f} SD",
         )
+        flagged = z is not None and abs(z) > FLAG_SD
         for x, cell in zip(columns_x, cells, strict=True):
-            draw.text((x, y), cell, fill=WHITE, font=text)
+            colour = (
+                VERDICT_COLOURS[Verdict.WARN] if flagged and x in (columns_x[1], columns_x[-1]) else WHITE
+            )
+            draw.text((x, y), cell, fill=colour, font=text)
         y += 36
+    for line in wrap_text(HEALTHY_CONTROLS_REFERENCE, draw, PAGE_SIZE[0] - 100, font=small):
+        draw.text((50, y), line, fill=GREY, font=small)
+        y += 24
     v = m.volumes
     y += 10
     draw.text(
@@ -192,8 +234,9 @@ def render_summary(results: Results, *, version: ResultVersion) -> Image.Image:
     y += montage.height + 40
     draw.text((50, y), "Quality control", fill=WHITE, font=text)
     y += 36
-    # Every check on its own line, warnings and failures with what they mean; then the pictures.
-    for check in m.quality:
+    # Every check on its own line, failures first, then warnings, with what they mean; then the pictures.
+    order = {Verdict.FAIL: 0, Verdict.WARN: 1, Verdict.PASS: 2}
+    for check in sorted(m.quality, key=lambda check: order[check.verdict]):
         draw.text(
             (50, y), f"{check.verdict.value.upper():5s}", fill=VERDICT_COLOURS[check.verdict], font=small
         )

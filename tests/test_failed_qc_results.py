@@ -23,13 +23,20 @@ from dicom_out.export import export_results
 from dicom_out.outbox import enqueue
 from dicom_out.qc_gate import QC_FILE
 from dicom_out.results import load_results
-from dicom_out.summary_page import VERDICT_COLOURS, render_summary
+from dicom_out.summary_page import (
+    HEALTHY_CONTROLS_MM,
+    VERDICT_COLOURS,
+    direction_letter,
+    render_summary,
+    slice_label,
+)
 from dicom_out.versions import ResultVersion
 from node.commands import describe_quality
 from node.jobs import JOB_FILE, JobQuality, read_job_quality, record_job_quality
 from processing.measurements import (
     MEASUREMENTS_FILE,
     QualityCheck,
+    Tissue,
     Verdict,
     read_measurements,
     write_measurements,
@@ -143,3 +150,40 @@ def test_job_status_shows_the_qc_verdict(tmp_path: Path) -> None:
     assert describe_quality(quality, send_failed_qc=True) == "QC FAIL (vial_snr): 0 objects queued"
     warned = JobQuality(Verdict.WARN, (), ("calibration",), 64)
     assert describe_quality(warned, send_failed_qc=False) == "QC WARN (calibration): 64 objects queued"
+
+
+def _page(results: Path, session: SimulatedSession) -> np.ndarray:
+    version = ResultVersion(number=1, fingerprint="0" * 64, created_at=dt.datetime(2026, 12, 3, 12, 0))
+    return np.asarray(render_summary(load_results(results, session.series_files["sodium"]), version=version))
+
+
+def _warn_pixels_in_vs_hc_column(page: np.ndarray) -> int:
+    column = page[250:450, 1120:1240]  # the "vs HC" column of the tissue table
+    return int(np.all(column == np.array(VERDICT_COLOURS[Verdict.WARN]), axis=-1).sum())
+
+
+def test_a_tissue_far_from_the_healthy_controls_is_flagged_on_the_page(
+    classic_session: SimulatedSession, tmp_path: Path
+) -> None:
+    results = _results(classic_session, tmp_path / "results", failed=False)
+    measurements = read_measurements(results)
+    within = tuple(
+        replace(t, mean_mM=HEALTHY_CONTROLS_MM[t.tissue][0]) if t.tissue in HEALTHY_CONTROLS_MM else t
+        for t in measurements.tissues
+    )
+    write_measurements(replace(measurements, tissues=within), results)
+    assert _warn_pixels_in_vs_hc_column(_page(results, classic_session)) == 0
+    high_cgm = tuple(
+        replace(t, mean_mM=40.63 + 5.8 * 2.33) if t.tissue is Tissue.CORTICAL_GM else t for t in within
+    )
+    write_measurements(replace(measurements, tissues=high_cgm), results)
+    assert _warn_pixels_in_vs_hc_column(_page(results, classic_session)) > 30, "+5.8 SD is flagged"
+
+
+def test_slices_are_labelled_with_patient_directions() -> None:
+    assert direction_letter(np.array([0.99, 0.1, 0.0])) == "L"
+    assert direction_letter(np.array([-1.0, 0.0, 0.0])) == "R"
+    assert direction_letter(np.array([0.0, -0.2, 0.9])) == "S"
+    assert slice_label(np.array([-120.0, -100.0, 12.4]), np.array([0.0, 0.0, 1.0])) == "S 12 mm"
+    assert slice_label(np.array([-120.0, -100.0, -30.0]), np.array([0.0, 0.0, -1.0])) == "I 30 mm"
+    assert slice_label(np.array([25.0, 0.0, 0.0]), np.array([1.0, 0.0, 0.0])) == "L 25 mm"

@@ -1,4 +1,8 @@
-"""The registration chain against the simulator's ground-truth poses, over ten random sessions."""
+"""The registration chain against the simulator's ground-truth poses, over four random sessions.
+
+Four seeds cover the four groups and both the classic and the enhanced series; the ten-seed run is
+`bench/registration.py --seeds 10` (a long accuracy run belongs in bench/, not in the 20-minute suite).
+"""
 
 from __future__ import annotations
 
@@ -18,8 +22,9 @@ from simulator.population import Group
 from simulator.session import SimulatedSession, SimulationOptions, simulate_session
 from sodium_node.errors import RegistrationError
 
-SEEDS = tuple(range(201, 211))
-"""Ten sessions, each with its own random head poses (up to 10 degrees, 10 mm) and anatomy."""
+SEEDS = tuple(range(201, 205))
+"""Four sessions (one per group, two enhanced), each with its own random head poses (up to 10
+degrees, 10 mm) and anatomy."""
 GROUPS = (Group.HC, Group.RRMS, Group.SPMS, Group.CIS)
 MEAN_TOLERANCE_MM = 1.0
 MAX_TOLERANCE_MM = 2.0
@@ -94,7 +99,7 @@ def seed_results(tmp_path_factory: pytest.TempPathFactory) -> list[SeedResult]:
 def test_composed_transform_maps_t1_points_into_sodium_space_within_1_mm_mean_2_mm_max(
     seed_results: list[SeedResult],
 ) -> None:
-    assert len(seed_results) >= 10
+    assert len(seed_results) == len(SEEDS) and {r.seed % len(GROUPS) for r in seed_results} == {0, 1, 2, 3}
     report = "\n".join(
         f"seed {r.seed}: mean {r.mean_error_mm:.2f} mm, max {r.max_error_mm:.2f} mm, "
         f"steps {', '.join(f'{s:.1f}' for s in r.step_seconds)} s"
