@@ -41,6 +41,7 @@ from processing.measurements import (
 from processing.nifti_io import read_volume, write_volume
 from processing.provenance import write_provenance
 from processing.psf_resampling import resample_masks_to_sodium
+from processing.qc_report import REPORT_FILE, qc_record, write_qc_record, write_qc_report
 from processing.quality import quality_checks
 from processing.receive_field import (
     ReceiveFieldEstimate,
@@ -396,6 +397,9 @@ def _write_results(
         if check.picture is not None:
             files[f"qc_{check.step}"] = check.picture
     files["provenance"] = "provenance.json"
+    record = qc_record(inputs.calibration, analysis.chain)
+    files["qc_record"] = write_qc_record(record, out_dir)
+    files["qc_report"] = f"qc/{REPORT_FILE}"
     lesion_masks = analysis.lesion_masks
     measurements = Measurements(
         session=_session_reference(
@@ -420,7 +424,8 @@ def _write_results(
         step_seconds=timer.seconds,
         segmentation=analysis.maps.external,
     )
-    write_measurements(measurements, out_dir)
+    write_qc_report(measurements, record, out_dir / "qc")
+    write_measurements(measurements, out_dir)  # last: its presence says the result is complete
     return measurements
 
 

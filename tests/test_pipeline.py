@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shutil
+from html.parser import HTMLParser
 from pathlib import Path
 
 import nibabel as nib
@@ -19,7 +21,7 @@ from node.jobs import JOB_FILE, JobInstance, JobSeries, JobSession, read_job_qua
 from node.processing_runner import PROCESSING_LOG, RESULTS_FOLDER, ProcessingRunner
 from processing.dicom_series import load_series
 from processing.lesion_masks import read_lesion_seg
-from processing.measurements import MEASUREMENTS_FILE, PvcMethod, Tissue, read_measurements
+from processing.measurements import MEASUREMENTS_FILE, Measurements, PvcMethod, Tissue, read_measurements
 from processing.partial_volume import gtm_concentrations
 from processing.pipeline import STEPS, process_session
 from processing.psf_resampling import resample_masks_to_sodium
@@ -95,6 +97,34 @@ def truth_mM(session: SimulatedSession) -> dict[Tissue, float]:
     return truth
 
 
+def assert_qc_record_and_report(results: Path, measurements: Measurements) -> None:
+    """The machine-readable QC record and the HTML report (issue 13 item 2) hold what a physicist trends."""
+    record = json.loads((results / measurements.files["qc_record"]).read_text())
+    calibration = record["calibration"]
+    assert [vial["concentration_mM"] for vial in calibration["vials"]] == [40.0, 80.0]
+    assert calibration["slope_signal_per_mM"] > 0
+    assert calibration["fitted_psf_fwhm_mm"] == pytest.approx(measurements.psf_fwhm_mm)
+    steps = record["registration"]
+    assert [step["name"] for step in steps] == ["sodium_to_body_pd", "head_pd_to_body_pd", "head_pd_to_t1"]
+    for step in steps:
+        assert len(step["rotation_xyz_deg"]) == 3 and len(step["translation_lps_mm"]) == 3
+        assert 0 <= step["rotation_total_deg"] < 30, (
+            "the simulator turns heads by at most 10 degrees per axis"
+        )
+    report = (results / measurements.files["qc_report"]).read_text()
+    parser = HTMLParser()
+    parser.feed(report)
+    for check in measurements.quality:
+        assert f"<td>{check.step}</td>" in report
+        if check.picture:
+            name = Path(check.picture).name
+            assert f'src="{name}"' in report and (results / "qc" / name).is_file()
+    first_verdicts = re.findall(r'<tr class="(fail|warn|pass)">', report)
+    order = {"fail": 0, "warn": 1, "pass": 2}
+    assert first_verdicts == sorted(first_verdicts, key=order.__getitem__), "failures first"
+    assert "rotation" in report and "translation" in report
+
+
 def test_runner_processes_a_job_folder(tmp_path: Path, classic_session: SimulatedSession) -> None:
     """A job-like folder (role/series/instance hard links, as the node builds them), builtin
     segmentation, default settings: the results folder holds a complete, readable result."""
@@ -128,6 +158,7 @@ def test_runner_processes_a_job_folder(tmp_path: Path, classic_session: Simulate
     quality = read_job_quality(job_folder)
     assert quality is not None and quality.verdict is measurements.qc_verdict
     assert quality.failed_checks == () and quality.objects_queued is None
+    assert_qc_record_and_report(results, measurements)
     job_log = (job_folder / PROCESSING_LOG).read_text()
     assert all(f"step {step}:" in job_log for step in STEPS), "the child's own log, one line per step"
     assert measurements.volumes.t2_lesion_ml > 0 and measurements.volumes.t1_lesion_ml is not None
