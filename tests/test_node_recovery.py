@@ -113,6 +113,7 @@ def test_kill_9_mid_send_loses_no_acknowledged_instance(
             uid = sop_uid(path)
             assert uid in after_restart, f"acknowledged {path} ({uid}) lost by the kill"
             assert dataset_bytes(after_restart[uid][0]) == dataset_bytes(path)
+        print(f"kill -9 mid-send: {len(acknowledged)} of {len(files)} acknowledged, all indexed after it")
 
         storescu(config.network.port, files)
         done = config.storage.jobs_dir / "done"
