@@ -54,6 +54,7 @@ from processing.resample import resample_onto
 from processing.segmentation.builtin import segment_builtin
 from processing.segmentation.external import read_external_maps, run_segmentation_command
 from processing.segmentation.tissue_maps import TissueMaps, brain_volumes, compartments
+from processing.segmentation_pictures import write_measurement_pictures
 from processing.session_series import SessionSeries
 from processing.settings import ProcessingSettings, PsfSource, ReceiveFieldSource, SegmentationSource
 from processing.tissue_tsc import measure_tissues
@@ -397,6 +398,15 @@ def _write_results(
         if check.picture is not None:
             files[f"qc_{check.step}"] = check.picture
     files["provenance"] = "provenance.json"
+    for picture in write_measurement_pictures(
+        t1=analysis.loaded["t1_3d"].echo(1),
+        maps=analysis.maps,
+        tsc=inputs.calibration.tsc_mM,
+        fractions=inputs.fractions,
+        calibration=inputs.calibration,
+        qc_folder=out_dir / "qc",
+    ):
+        files[f"qc_{picture.stem}"] = str(picture.relative_to(out_dir))
     record = qc_record(inputs.calibration, analysis.chain)
     files["qc_record"] = write_qc_record(record, out_dir)
     files["qc_report"] = f"qc/{REPORT_FILE}"

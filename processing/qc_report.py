@@ -20,6 +20,7 @@ from scipy.spatial.transform import Rotation
 from processing.calibration import Calibration
 from processing.measurements import Measurements, Verdict
 from processing.registration import RegistrationChain
+from processing.segmentation_pictures import CALIBRATION_PLOT, MASKS_SODIUM_PICTURE, SEGMENTATION_T1_PICTURE
 from processing.transforms import RigidTransform
 from sodium_node.durable import write_json_durably
 
@@ -28,6 +29,13 @@ QC_RECORD_SCHEMA_VERSION = 1
 REPORT_FILE = "report.html"
 VERDICT_ORDER = {Verdict.FAIL: 0, Verdict.WARN: 1, Verdict.PASS: 2}
 VERDICT_CSS = {Verdict.FAIL: "fail", Verdict.WARN: "warn", Verdict.PASS: "pass"}
+PICTURE_CAPTIONS = {
+    SEGMENTATION_T1_PICTURE: "Tissue labels on the 3D T1 (largest share above one half): does cortical GM "
+    "follow the cortex, deep GM the nuclei, CSF the ventricles and sulci?",
+    MASKS_SODIUM_PICTURE: "PSF-scaled tissue masks (share above one half) on the TSC map: do they sit on the "
+    "sodium image's brain?",
+    CALIBRATION_PLOT: "Calibration: each vial's model amplitude (+-2 SE) and the line fitted through them.",
+}
 
 
 def rotation_and_translation(transform: RigidTransform) -> tuple[tuple[float, ...], float, tuple[float, ...]]:
@@ -222,7 +230,7 @@ def _captions(measurements: Measurements, record: dict[str, Any]) -> dict[str, s
     """Per picture file name: which check it illustrates, its verdict, and for a registration step
     the transform found."""
     steps = {step["name"]: step for step in record["registration"]}
-    captions = {}
+    captions = dict(PICTURE_CAPTIONS)
     for check in measurements.quality:
         if not check.picture:
             continue

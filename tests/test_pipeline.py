@@ -123,6 +123,8 @@ def assert_qc_record_and_report(results: Path, measurements: Measurements) -> No
     order = {"fail": 0, "warn": 1, "pass": 2}
     assert first_verdicts == sorted(first_verdicts, key=order.__getitem__), "failures first"
     assert "rotation" in report and "translation" in report
+    for picture in ("segmentation_t1.png", "masks_sodium.png", "calibration_plot.png"):
+        assert (results / "qc" / picture).is_file() and f'src="{picture}"' in report, picture
 
 
 def test_runner_processes_a_job_folder(tmp_path: Path, classic_session: SimulatedSession) -> None:
