@@ -401,9 +401,11 @@ def _write_results(
     for picture in write_measurement_pictures(
         t1=analysis.loaded["t1_3d"].echo(1),
         maps=analysis.maps,
+        lesions=None if analysis.lesion_masks is None else analysis.lesion_masks.t2_hyperintense,
         tsc=inputs.calibration.tsc_mM,
         fractions=inputs.fractions,
         calibration=inputs.calibration,
+        receive_field=None if inputs.receive_field is None else inputs.receive_field.field,
         qc_folder=out_dir / "qc",
     ):
         files[f"qc_{picture.stem}"] = str(picture.relative_to(out_dir))

@@ -26,12 +26,17 @@ UPSCALE = 4
 
 
 def to_grey(
-    values: npt.NDArray[np.floating], *, low_percentile: float = 1.0, high_percentile: float = 99.5
+    values: npt.NDArray[np.floating],
+    *,
+    low_percentile: float = 1.0,
+    high_percentile: float = 99.5,
+    grey_range: tuple[float, float] | None = None,
 ) -> npt.NDArray[np.uint8]:
+    """Black to white between the percentiles of ``values``, or over ``grey_range`` when given."""
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         return np.zeros(values.shape, dtype=np.uint8)
-    low, high = np.percentile(finite, [low_percentile, high_percentile])
+    low, high = grey_range or np.percentile(finite, [low_percentile, high_percentile])
     scaled = (np.nan_to_num(values, nan=low) - low) / max(float(high - low), 1e-12)
     return np.asarray(np.clip(scaled * 255.0, 0, 255), dtype=np.uint8)
 
@@ -45,10 +50,13 @@ def _outline(mask: BoolArray) -> BoolArray:
 
 
 def overlay_outlines(
-    slice_ij: npt.NDArray[np.floating], outlines: Sequence[tuple[BoolArray, Colour]]
+    slice_ij: npt.NDArray[np.floating],
+    outlines: Sequence[tuple[BoolArray, Colour]],
+    *,
+    grey_range: tuple[float, float] | None = None,
 ) -> npt.NDArray[np.uint8]:
     """An RGB picture ``[row, column, 3]`` of a 2D ``[i, j]`` slice with coloured mask outlines."""
-    picture = _rgb(to_grey(slice_ij)).copy()
+    picture = _rgb(to_grey(slice_ij, grey_range=grey_range)).copy()
     for mask, colour in outlines:
         picture[_outline(mask)] = colour
     return np.ascontiguousarray(picture.transpose(1, 0, 2))

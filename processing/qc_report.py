@@ -20,7 +20,12 @@ from scipy.spatial.transform import Rotation
 from processing.calibration import Calibration
 from processing.measurements import Measurements, Verdict
 from processing.registration import RegistrationChain
-from processing.segmentation_pictures import CALIBRATION_PLOT, MASKS_SODIUM_PICTURE, SEGMENTATION_T1_PICTURE
+from processing.segmentation_pictures import (
+    CALIBRATION_PLOT,
+    MASKS_SODIUM_PICTURE,
+    RECEIVE_FIELD_PICTURE,
+    SEGMENTATION_T1_PICTURE,
+)
 from processing.transforms import RigidTransform
 from sodium_node.durable import write_json_durably
 
@@ -35,6 +40,8 @@ PICTURE_CAPTIONS = {
     MASKS_SODIUM_PICTURE: "PSF-scaled tissue masks (share above one half) on the TSC map: do they sit on the "
     "sodium image's brain?",
     CALIBRATION_PLOT: "Calibration: each vial's model amplitude (+-2 SE) and the line fitted through them.",
+    RECEIVE_FIELD_PICTURE: "The receive field divided out of the sodium image (0.8 black to 1.2 white; "
+    "a flat field is mid grey).",
 }
 
 

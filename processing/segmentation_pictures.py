@@ -25,8 +25,20 @@ from processing.volume import Volume
 SEGMENTATION_T1_PICTURE = "segmentation_t1.png"
 MASKS_SODIUM_PICTURE = "masks_sodium.png"
 CALIBRATION_PLOT = "calibration_plot.png"
-TISSUE_COLOURS: dict[str, Colour] = {"cgm": YELLOW, "dgm": RED, "nawm": CYAN, "wm": CYAN, "csf": GREEN}
-LEGEND = "outlines: cortical GM yellow, deep GM red, WM cyan, CSF green"
+MAGENTA: Colour = (240, 60, 240)
+TISSUE_COLOURS: dict[str, Colour] = {
+    "cgm": YELLOW,
+    "dgm": RED,
+    "nawm": CYAN,
+    "wm": CYAN,
+    "csf": GREEN,
+    "lesion": MAGENTA,
+    "brain": GREEN,
+}
+LEGEND = "outlines: cortical GM yellow, deep GM red, WM cyan, CSF green, lesions magenta"
+RECEIVE_FIELD_PICTURE = "receive_field.png"
+FIELD_GREY_RANGE = (0.8, 1.2)
+"""The receive-field picture's fixed grey scale: a +-20 % field spans it, a flat one is mid grey."""
 MASK_THRESHOLD = 0.5
 """A voxel is drawn inside a tissue's outline where that tissue's share is above one half."""
 
@@ -62,7 +74,11 @@ def _centre(weights: npt.NDArray[np.floating]) -> tuple[int, int, int]:
 
 
 def _labelled_panels(
-    volume: Volume, masks: dict[str, BoolArray], weights: npt.NDArray[np.floating]
+    volume: Volume,
+    masks: dict[str, BoolArray],
+    weights: npt.NDArray[np.floating],
+    *,
+    grey_range: tuple[float, float] | None = None,
 ) -> list[npt.NDArray[np.uint8]]:
     """The volume in three planes through the centre of ``weights``, each mask outlined in its colour."""
     affine = volume.affine_lps
@@ -70,13 +86,18 @@ def _labelled_panels(
     planes = _planes(patient_ordered(np.asarray(volume.data, dtype=np.float64), affine), centre)
     mask_planes = {name: _planes(patient_ordered(mask, affine), centre) for name, mask in masks.items()}
     return [
-        overlay_outlines(plane, [(mask_planes[name][index], TISSUE_COLOURS[name]) for name in masks])
+        overlay_outlines(
+            plane,
+            [(mask_planes[name][index], TISSUE_COLOURS[name]) for name in masks],
+            grey_range=grey_range,
+        )
         for index, plane in enumerate(planes)
     ]
 
 
-def segmentation_on_t1(t1: Volume, maps: TissueMaps, path: Path) -> Path:
-    """Each T1 voxel labelled with its largest tissue share (above one half), outlined on the T1."""
+def segmentation_on_t1(t1: Volume, maps: TissueMaps, path: Path, *, lesions: Volume | None = None) -> Path:
+    """Each T1 voxel labelled with its largest tissue share (above one half), outlined on the T1;
+    the T2 lesion mask (on the T1 grid) drawn over them."""
     shares = {"cgm": maps.grey.data, "wm": maps.white.data, "csf": maps.csf.data}
     if maps.deep_grey is not None:
         shares["dgm"] = maps.deep_grey.data
@@ -85,6 +106,8 @@ def segmentation_on_t1(t1: Volume, maps: TissueMaps, path: Path) -> Path:
     largest = np.argmax(stacked, axis=0)
     confident = np.max(stacked, axis=0) > MASK_THRESHOLD
     masks = {name: np.asarray(confident & (largest == index)) for index, name in enumerate(names)}
+    if lesions is not None:
+        masks["lesion"] = np.asarray(lesions.data > MASK_THRESHOLD)
     brain = stacked[names.index("cgm")] + stacked[names.index("wm")]
     panels = _labelled_panels(t1, masks, brain)
     volumes = {name: float(np.sum(shares[name])) * float(np.prod(t1.voxel_size_mm)) / 1000 for name in names}
@@ -104,6 +127,21 @@ def masks_on_sodium(tsc: Volume, fractions: dict[str, Volume], path: Path) -> Pa
     return save_panels(
         panels, path, title="PSF-scaled tissue masks on the TSC map (sodium space)", lines=[LEGEND]
     )
+
+
+def receive_field_picture(field: Volume, fractions: dict[str, Volume], path: Path) -> Path:
+    """The receive field divided out of the sodium image (relative sensitivity, grey 0.7-1.3) with
+    the brain's outline, in three planes: where the correction raised or lowered the signal."""
+    parenchyma = [np.asarray(fractions[name].data) for name in ("cgm", "dgm", "nawm") if name in fractions]
+    weights = np.asarray(sum(parenchyma, np.zeros(field.shape)), dtype=np.float64)
+    brain = {"brain": np.asarray(weights > MASK_THRESHOLD)}
+    panels = _labelled_panels(field, brain, weights, grey_range=FIELD_GREY_RANGE)
+    inside = np.asarray(field.data)[weights > MASK_THRESHOLD]
+    low, high = FIELD_GREY_RANGE
+    lines = [f"relative sensitivity, black {low:g} to white {high:g}; green: the brain"]
+    if inside.size:
+        lines.append(f"over the brain: {float(np.min(inside)):.2f} to {float(np.max(inside)):.2f}")
+    return save_panels(panels, path, title="receive field divided out of the sodium image", lines=lines)
 
 
 def calibration_plot(calibration: Calibration, path: Path) -> Path:
@@ -153,14 +191,19 @@ def write_measurement_pictures(
     *,
     t1: Volume,
     maps: TissueMaps,
+    lesions: Volume | None,
     tsc: Volume,
     fractions: dict[str, Volume],
     calibration: Calibration,
+    receive_field: Volume | None,
     qc_folder: Path,
 ) -> list[Path]:
-    """The three pictures, in ``qc_folder``."""
-    return [
-        segmentation_on_t1(t1, maps, qc_folder / SEGMENTATION_T1_PICTURE),
+    """The pictures, in ``qc_folder``; the receive field's only when one was divided out."""
+    pictures = [
+        segmentation_on_t1(t1, maps, qc_folder / SEGMENTATION_T1_PICTURE, lesions=lesions),
         masks_on_sodium(tsc, fractions, qc_folder / MASKS_SODIUM_PICTURE),
         calibration_plot(calibration, qc_folder / CALIBRATION_PLOT),
     ]
+    if receive_field is not None:
+        pictures.append(receive_field_picture(receive_field, fractions, qc_folder / RECEIVE_FIELD_PICTURE))
+    return pictures
