@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dicom_out.outbox import ItemState, destinations_on_disk, items_in
+from dicom_out.retention import SECONDS_PER_DAY
 from node.index import Index
 from node.jobs import ACTIVE_STATES, JobQueue, JobState, read_job_document, read_job_quality
 from sodium_node.config import NodeConfig
@@ -37,7 +38,6 @@ from sodium_node.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
-SECONDS_PER_DAY = 86400.0
 CLEAN_INTERVAL_S = 3600.0
 UNSETTLED = (ItemState.QUEUED, ItemState.SENDING, ItemState.HELD, ItemState.COMMITTING)
 
@@ -54,16 +54,15 @@ def clean(config: NodeConfig, index: Index, queue: JobQueue, *, now: float | Non
     retention = config.retention
     sessions = 0
     if retention.delivered_session_days > 0:
-        unsettled = _unsettled_sources(config)
+        unsettled = _jobs_with_unsettled_items(config)
         limit = now - retention.delivered_session_days * SECONDS_PER_DAY
         for session_id in _delivered_before(index, queue, unsettled, limit):
             _forget_session(index, queue, session_id)
             sessions += 1
     quarantined = 0
     if retention.quarantine_days > 0:
-        quarantined = _prune_quarantine(
-            config.storage.quarantine_dir, now - retention.quarantine_days * 86400
-        )
+        limit = now - retention.quarantine_days * SECONDS_PER_DAY
+        quarantined = _prune_quarantine(config.storage.quarantine_dir, limit)
     if sessions or quarantined:
         log.info(
             "retention: removed %d delivered sessions (older than %g days) and %d quarantined files "
@@ -76,18 +75,20 @@ def clean(config: NodeConfig, index: Index, queue: JobQueue, *, now: float | Non
     return Removed(sessions, quarantined)
 
 
-def _unsettled_sources(config: NodeConfig) -> list[str]:
-    """The export files of every outbox item not yet delivered (or given up on: dead letters)."""
+def _jobs_with_unsettled_items(config: NodeConfig) -> set[str]:
+    """The job folders whose exports have an outbox item not yet delivered (or given up on: dead
+    letters). An item's source is its export file, ``<jobs>/<state>/<job id>/export/...``: every
+    part of that path is collected, the job id among them."""
     sources = []
     for destination in destinations_on_disk(config.storage.outbox_dir):
         for state in UNSETTLED:
             sources += [item.source for item in items_in(config, destination, state)]
     for destination in destinations_on_disk(config.storage.dead_letter_dir):
         sources += [item.source for item in items_in(config, destination, ItemState.DEAD_LETTER)]
-    return sources
+    return {part for source in sources for part in Path(source).parts}
 
 
-def _delivered_before(index: Index, queue: JobQueue, unsettled: list[str], limit: float) -> list[str]:
+def _delivered_before(index: Index, queue: JobQueue, unsettled: set[str], limit: float) -> list[str]:
     rows = index.connection().execute("SELECT session_id, last_received_at FROM sessions").fetchall()
     expired = []
     for session_id, last_received_at in rows:
@@ -97,9 +98,7 @@ def _delivered_before(index: Index, queue: JobQueue, unsettled: list[str], limit
         if any(state in ACTIVE_STATES for _, state, _, _ in jobs):
             continue
         newest_id, newest_state, _, _ = jobs[-1]
-        if newest_state is not JobState.DONE or any(
-            f"/{job_id}/" in s for job_id, *_ in jobs for s in unsettled
-        ):
+        if newest_state is not JobState.DONE or any(job_id in unsettled for job_id, *_ in jobs):
             continue
         folder = queue.folder_of(newest_id)
         if folder is not None and _delivered(folder) and _finished_at(folder) <= limit:
