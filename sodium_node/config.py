@@ -128,17 +128,13 @@ def load_config(path: Path) -> NodeConfig:
     """Read ``path`` over the built-in defaults and validate; relative paths are taken relative to its
     folder (those of the defaults too: a site file that sets no ``storage.root`` keeps its state in
     ``var/sodium-node`` beside it)."""
-    return parse_config(layered(_read_toml(path), builtin_defaults()), source=path)
+    return parse_config(layered(_read_toml(path), _defaults_document()), source=path)
 
 
 @functools.cache
 def _defaults_document() -> dict[str, Any]:
+    """The shipped `config.toml` as a TOML document, read once (`layered` copies, never changes it)."""
     return _read_toml(default_config_path())
-
-
-def builtin_defaults() -> dict[str, Any]:
-    """The shipped `config.toml` as a TOML document (a fresh copy)."""
-    return copy.deepcopy(_defaults_document())
 
 
 def layered(site: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
