@@ -31,15 +31,14 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from sodium_node.cli import LOG_FORMAT, quiet_libraries
 from sodium_node.errors import SodiumNodeError
-from sodium_node.log_privacy import withhold_dicom_values
 
 log = logging.getLogger(__name__)
 
 TERMINATE_GRACE_S = 5.0
 """After SIGTERM, how long the child's group has to end before SIGKILL."""
 PARENT_CHECK_S = 1.0
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 StepReporter = Callable[[str], None]
 ChildTask = Callable[..., None]
@@ -127,8 +126,7 @@ def _configure_child_logging(sender: _Sender, log_file: Path) -> None:
     file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root.addHandler(file_handler)
     root.addHandler(_PipeHandler(sender))
-    logging.getLogger("highdicom").setLevel(logging.WARNING)
-    withhold_dicom_values()
+    quiet_libraries()
 
 
 class _Sender:

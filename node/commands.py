@@ -22,6 +22,7 @@ from node.retention import clean
 from node.service import NodeService, open_index
 from node.sessions import SessionState, all_session_ids, evaluate_session, set_session_state
 from processing.measurements import MeasurementsError, Verdict, read_measurements
+from sodium_node.cli import LOG_FORMAT
 from sodium_node.config import NodeConfig, config_path, load_config
 from sodium_node.config_commands import add_config_option
 from sodium_node.paths import input_folder
@@ -52,7 +53,7 @@ def configure_log_file(config: NodeConfig) -> None:
             if config.logging.keep_days
             else logging.FileHandler(config.logging.file)
         )
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
         logging.getLogger().addHandler(handler)
 
 

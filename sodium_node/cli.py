@@ -38,15 +38,21 @@ PRIVATE_UMASK = 0o077
 0600, folders 0700, whatever umask the shell or service manager gave (docs/node.md, "File modes")."""
 
 
-def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+"""Every log line of the node: standard error, the configured log file, a job's processing.log."""
+
+
+def quiet_libraries() -> None:
+    """What every process of the node sets on the libraries' loggers."""
     # highdicom narrates every attribute it copies at INFO.
     logging.getLogger("highdicom").setLevel(logging.WARNING)
     # pydicom quotes the values it rejects: patient data, kept out of the logs.
     withhold_dicom_values()
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT)
+    quiet_libraries()
 
 
 def build_parser() -> argparse.ArgumentParser:
