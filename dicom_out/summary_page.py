@@ -235,8 +235,7 @@ def render_summary(results: Results, *, version: ResultVersion) -> Image.Image:
     draw.text((50, y), "Quality control", fill=WHITE, font=text)
     y += 36
     # Every check on its own line, failures first, then warnings, with what they mean; then the pictures.
-    order = {Verdict.FAIL: 0, Verdict.WARN: 1, Verdict.PASS: 2}
-    for check in sorted(m.quality, key=lambda check: order[check.verdict]):
+    for check in m.checks_worst_first():
         draw.text(
             (50, y), f"{check.verdict.value.upper():5s}", fill=VERDICT_COLOURS[check.verdict], font=small
         )

@@ -160,6 +160,14 @@ class Measurements:
     def checks_with(self, verdict: Verdict) -> tuple[QualityCheck, ...]:
         return tuple(check for check in self.quality if check.verdict is verdict)
 
+    def checks_worst_first(self) -> tuple[QualityCheck, ...]:
+        """Failures, then warnings, then passes, each in the order of the steps (as pages list them)."""
+        return tuple(
+            check
+            for verdict in (Verdict.FAIL, Verdict.WARN, Verdict.PASS)
+            for check in self.checks_with(verdict)
+        )
+
 
 def _plain(value: Any) -> Any:
     if isinstance(value, enum.Enum):

@@ -32,7 +32,6 @@ from sodium_node.durable import write_json_durably
 QC_RECORD_FILE = "qc_record.json"
 QC_RECORD_SCHEMA_VERSION = 1
 REPORT_FILE = "report.html"
-VERDICT_ORDER = {Verdict.FAIL: 0, Verdict.WARN: 1, Verdict.PASS: 2}
 VERDICT_CSS = {Verdict.FAIL: "fail", Verdict.WARN: "warn", Verdict.PASS: "pass"}
 PICTURE_CAPTIONS = {
     SEGMENTATION_T1_PICTURE: "Tissue labels on the 3D T1 (largest share above one half): does cortical GM "
@@ -142,7 +141,7 @@ def report_html(measurements: Measurements, record: dict[str, Any], *, pictures:
         "<h2>Checks</h2><table><tr><th>verdict</th><th>check</th><th>figure</th><th>value</th><th>limit</th>"
         "<th>what it means</th></tr>",
     ]
-    for check in sorted(m.quality, key=lambda check: VERDICT_ORDER[check.verdict]):
+    for check in m.checks_worst_first():
         parts.append(
             _row(
                 e(check.verdict.value),
